@@ -1,0 +1,90 @@
+"""Fully connected layers with integer weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import get_activation
+from .intmath import clamp, guard, matmul, trunc_div
+
+WEIGHT_CLAMP = 32767
+"""Weights and biases are clamped to [-WEIGHT_CLAMP, WEIGHT_CLAMP] after every update."""
+
+
+def param_dtype(weight_clamp: int) -> np.dtype:
+    """The smallest signed integer dtype that holds every clamped weight."""
+    for dtype in (np.int16, np.int32):
+        if weight_clamp <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"weight_clamp {weight_clamp} does not fit int32")
+
+
+class Dense:
+    """A fully connected layer: ``z = a @ W + b``, then ``(y, g) = activation(z, n_in)``.
+
+    Parameters
+    ----------
+    n_in, n_out : input and output widths
+    activation : a name from :data:`pocketnn.activations.ACTIVATIONS`
+    name : used in error messages, e.g. ``"fc1"``
+    weight_clamp : bound of |W| and |b| after every update (16-bit by default)
+
+    Attributes
+    ----------
+    W : (n_in, n_out) integer array, zeros at construction
+    b : (1, n_out) integer array, zeros at construction
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        activation: str = "pocket_tanh",
+        name: str = "fc",
+        weight_clamp: int = WEIGHT_CLAMP,
+    ) -> None:
+        if int(n_in) < 1 or int(n_out) < 1:
+            raise ValueError(f"{name}: layer widths must be positive, got {n_in} -> {n_out}")
+        if int(weight_clamp) < 1:
+            raise ValueError(f"{name}: weight_clamp must be positive, got {weight_clamp}")
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.activation_name = activation
+        self.activation = get_activation(activation)
+        self.name = name
+        self.weight_clamp = int(weight_clamp)
+        dtype = param_dtype(self.weight_clamp)
+        self.W = np.zeros((self.n_in, self.n_out), dtype=dtype)
+        self.b = np.zeros((1, self.n_out), dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation_name!r}, name={self.name!r})"
+
+    def forward(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the output ``y`` and gradient-inverse ``g`` for an integer batch ``a``."""
+        z = matmul(a, self.W, self.b, where=f"{self.name}: forward a @ W + b")
+        return self.activation(z, self.n_in)
+
+    def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
+        """Replace the parameters, checking shape, integer dtype and the clamp range."""
+        W, b = np.asarray(W), np.asarray(b).reshape(1, -1)
+        for label, x, shape in (("W", W, self.W.shape), ("b", b, self.b.shape)):
+            if x.dtype.kind not in "iu":
+                raise TypeError(f"{self.name}.{label}: expected integers, got dtype {x.dtype}")
+            if x.shape != shape:
+                raise ValueError(f"{self.name}.{label}: expected shape {shape}, got {x.shape}")
+            if x.size and int(np.abs(x.astype(np.int64)).max()) > self.weight_clamp:
+                raise ValueError(f"{self.name}.{label}: values exceed ±{self.weight_clamp}")
+        self.W = W.astype(self.W.dtype)
+        self.b = b.astype(self.b.dtype)
+
+    def update(self, a_prev: np.ndarray, delta: np.ndarray, lr_inv: int) -> None:
+        """Apply ``W += (a_prev.T @ delta) / -lr_inv`` and ``b += colsum(delta) / -lr_inv``.
+
+        One truncating division of the batch-summed product, then a clamp, as the reference.
+        """
+        grad_w = matmul(a_prev.T, delta, where=f"{self.name}: update a.T @ delta")
+        grad_b = guard(delta.sum(axis=0, keepdims=True), f"{self.name}: update colsum(delta)")
+        for param, grad in ((self.W, grad_w), (self.b, grad_b)):
+            step = trunc_div(grad, -lr_inv)
+            step += param
+            param[...] = clamp(step, -self.weight_clamp, self.weight_clamp)
