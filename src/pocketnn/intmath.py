@@ -147,10 +147,42 @@ def magnitude(x: np.ndarray) -> int:
     return max(-int(x.min()), int(x.max()))
 
 
+_workspace: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+
+
+def _as_float64(x: np.ndarray, slot: int) -> np.ndarray:
+    """Copy integer ``x`` into a reused float64 buffer (fresh large arrays cost page faults)."""
+    key = (slot, x.shape)
+    buf = _workspace.get(key)
+    if buf is None:
+        buf = _workspace[key] = np.empty(x.shape, dtype=np.float64)
+    np.copyto(buf, x)
+    return buf
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, where: str = "matmul") -> tuple[np.ndarray, int]:
+    """The exact product ``a @ b`` as int64 by the current engine, and the bound it used.
+
+    The bound ``max|a| * max|b| * k`` caps every partial sum, so below 2**53 the float64
+    BLAS path is exact in any summation order; above it the int64 path is used, and above
+    2**63 the product is refused rather than risk a wrapped accumulator.
+    """
+    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
+        raise TypeError(f"{where}: expected integer arrays, got {a.dtype} and {b.dtype}")
+    bound = magnitude(a) * magnitude(b) * a.shape[-1]
+    if settings.engine == "blas" and bound < FLOAT64_EXACT:
+        return np.matmul(_as_float64(a, 0), _as_float64(b, 1)).astype(np.int64), bound
+    if bound > INT64_SAFE:
+        raise IntegerOverflowError(
+            f"{where}: |a| * |b| * k = {bound} could overflow int64 accumulators"
+        )
+    return np.matmul(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)), bound
+
+
 def matmul(
     a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, where: str = "matmul"
 ) -> np.ndarray:
-    """Exact integer product ``a @ b`` (plus ``bias``, broadcast) as int64.
+    """Exact integer product ``a @ b`` (plus ``bias``, broadcast) as int64, int32-checked.
 
     Parameters
     ----------
@@ -162,19 +194,9 @@ def matmul(
     -------
     int64 array of shape (n, m), identical for every engine, checked by :func:`guard`.
     """
-    for x in (a, b) if bias is None else (a, b, bias):
-        if x.dtype.kind not in "iu":
-            raise TypeError(f"{where}: expected integer arrays, got dtype {x.dtype}")
-    bound = magnitude(a) * magnitude(b) * a.shape[-1]
-    if settings.engine == "blas" and bound < FLOAT64_EXACT:
-        out = np.matmul(a, b, dtype=np.float64).astype(np.int64)
-    else:
-        if bound > INT64_SAFE:
-            raise IntegerOverflowError(
-                f"{where}: |a| * |b| * k = {bound} could overflow int64 accumulators"
-            )
-        out = np.matmul(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
+    out, bound = exact_matmul(a, b, where)
     if bias is not None:
+        bias = require_integer(bias, where)
         out += bias
         bound += magnitude(bias)
     if bound > INT32_MAX:

@@ -195,7 +195,7 @@ class Trainer:
                 layers[i].update(cache[i][0], delta, lr_inv)
                 if i:
                     back = matmul(delta, w_before.T, where=f"{layers[i].name}: backward delta @ W.T")
-                    delta = trunc_div(back, cache[i][1])
+                    delta = trunc_div(back, cache[i - 1][1])
         return loss, correct
 
     def train_epoch(
