@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up pocketnn on a fresh machine: a virtual environment in .venv with the package,
+# and the real MNIST and Fashion-MNIST files fetched, verified and cached.
+#   bash scripts/setup.sh          # to train and run models
+#   bash scripts/setup.sh --dev    # also test tools and the ARM cross-compiler + emulator
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+if [ "$dev" = 1 ]; then
+  .venv/bin/python -m pip install --quiet -e ".[test,images]"
+  if [ -f .ci/install-arm.sh ]; then
+    bash .ci/install-arm.sh
+  fi
+else
+  .venv/bin/python -m pip install --quiet -e .
+fi
+.venv/bin/python -m pocketnn.datasets fetch mnist fashion-mnist

@@ -1,0 +1,114 @@
+"""No array on the training or inference path has a floating-point dtype.
+
+A profiler hook sees every Python frame of the pocketnn package return during a real
+training step, an epoch loop, evaluation and save/load, and inspects every numpy array
+in the frame's locals and in its return value. With the ``int`` engine nothing may be a
+float at all. With the default ``blas`` engine the only float arrays allowed are the
+reused float64 work buffers of the exact matmul (``_as_float64``), whose use is proven
+exact by the bound check in ``exact_matmul``.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pocketnn
+from pocketnn import Trainer, build_mlp, configure, load, save
+
+PACKAGE = str(Path(pocketnn.__file__).parent)
+BLAS_FLOAT_FRAMES = {"_as_float64"}
+
+
+def arrays_in(value, depth=0):
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, (tuple, list)) and depth < 3:
+        for item in value:
+            yield from arrays_in(item, depth + 1)
+    elif isinstance(value, dict) and depth < 3:
+        for item in value.values():
+            yield from arrays_in(item, depth + 1)
+
+
+def audit(fn, allowed_frames=frozenset()):
+    """Run ``fn`` and return (frame name, variable) for each float array seen in pocketnn."""
+    found = []
+    frames_seen = set()
+
+    def hook(frame, event, arg):
+        if event != "return" or not frame.f_code.co_filename.startswith(PACKAGE):
+            return
+        name = frame.f_code.co_name
+        frames_seen.add(name)
+        if name in allowed_frames:
+            return
+        for var, value in list(frame.f_locals.items()) + [("<return>", arg)]:
+            for a in arrays_in(value):
+                if a.dtype.kind not in "iub":
+                    found.append((name, var, str(a.dtype)))
+
+    sys.setprofile(hook)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return found, frames_seen
+
+
+def training_session(mnist, tmp_path, algorithm):
+    def go():
+        model = build_mlp([784, 24, 16, 10])
+        trainer = Trainer(model, algorithm=algorithm, seed=1)
+        if algorithm == "bp":
+            from pocketnn.train import he_init
+
+            he_init(model, 1)
+        trainer.fit(
+            mnist.train_images[:400],
+            mnist.train_labels[:400],
+            1,
+            mnist.test_images[:300],
+            mnist.test_labels[:300],
+        )
+        state, arrays = trainer.state()
+        save(tmp_path / "m.npz", model, training=state, extra_arrays=arrays)
+        load(tmp_path / "m.npz").predict(mnist.test_images[:50])
+
+    return go
+
+
+@pytest.mark.parametrize("algorithm", ["dfa", "bp"])
+def test_int_engine_has_no_float_anywhere(mnist, tmp_path, algorithm):
+    with configure(engine="int", overflow="wrap"):  # integer BP overflows, as the paper says
+        found, frames = audit(training_session(mnist, tmp_path, algorithm))
+    assert {
+        "step",
+        "update",
+        "forward",
+        "pocket_tanh",
+        "trunc_div",
+        "matmul",
+        "l2_loss",
+        "save",
+        "load_checkpoint",
+        "count_correct",
+    } <= frames
+    assert found == []
+
+
+@pytest.mark.parametrize("algorithm", ["dfa", "bp"])
+def test_blas_engine_confines_floats_to_the_exact_matmul_buffers(mnist, tmp_path, algorithm):
+    with configure(engine="blas", overflow="wrap"):
+        found, frames = audit(training_session(mnist, tmp_path, algorithm), BLAS_FLOAT_FRAMES)
+    assert "_as_float64" in frames
+    assert found == []
+
+
+def test_the_audit_catches_a_float(mnist, tmp_path):
+    """The hook is not blind: a float array in a pocketnn frame is reported."""
+    from pocketnn import intmath
+
+    found, _ = audit(lambda: intmath._as_float64(np.arange(3), 99))
+    assert ("_as_float64", "buf", "float64") in found

@@ -1,0 +1,162 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from pocketnn import ModelFileError, Trainer, build_mlp, load, load_checkpoint, save
+from pocketnn.model import FORMAT_VERSION
+
+
+@pytest.fixture
+def trained(mnist):
+    model = build_mlp([784, 30, 10])
+    Trainer(model, seed=1).fit(mnist.train_images[:3000], mnist.train_labels[:3000], 1)
+    return model
+
+
+def test_save_load_round_trip_is_identical(tmp_path, trained, mnist):
+    path = tmp_path / "m.npz"
+    save(path, trained)
+    loaded = load(path)
+    assert loaded.dims == trained.dims
+    for a, b in zip(trained.layers, loaded.layers):
+        assert a.W.dtype == b.W.dtype and np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b)
+        assert a.activation_name == b.activation_name
+    x = mnist.test_images[:500]
+    assert np.array_equal(trained.scores(x), loaded.scores(x))
+    assert np.array_equal(trained.predict(x), loaded.predict(x))
+
+
+def test_file_holds_only_integer_arrays(tmp_path, trained):
+    path = tmp_path / "m.npz"
+    save(
+        path,
+        trained,
+        training={"epoch": 1},
+        extra_arrays={"feedback0": np.ones((10, 30), np.int32)},
+    )
+    with np.load(path, allow_pickle=False) as npz:
+        assert all(npz[k].dtype.kind in "iu" for k in npz.files)
+    _, state, arrays = load_checkpoint(path)
+    assert state == {"epoch": 1} and arrays["feedback0"].shape == (10, 30)
+
+
+def test_save_refuses_float_arrays(tmp_path, trained):
+    with pytest.raises(TypeError, match="integer"):
+        save(tmp_path / "m.npz", trained, extra_arrays={"x": np.ones(3)})
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, trained):
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"old")
+    save(path, trained)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+    load(path)
+
+
+def corrupt_variants(good: bytes):
+    yield "truncated", good[: len(good) // 2]
+    yield "empty", b""
+    yield "garbage", b"not a model at all" * 10
+    flipped = bytearray(good)
+    flipped[len(good) // 3] ^= 0xFF
+    yield "flipped byte", bytes(flipped)
+
+
+@pytest.mark.parametrize("case", ["truncated", "empty", "garbage", "flipped byte"])
+def test_corrupt_files_are_refused_clearly(tmp_path, trained, case):
+    path = tmp_path / "m.npz"
+    save(path, trained)
+    data = dict(corrupt_variants(path.read_bytes()))[case]
+    path.write_bytes(data)
+    with pytest.raises(ModelFileError, match=str(path.name)):
+        load(path)
+
+
+def rewrite(path, mutate):
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    mutate(arrays)
+    np.savez(path, **arrays)
+
+
+def test_changed_weights_fail_the_checksum(tmp_path, trained):
+    path = tmp_path / "m.npz"
+    save(path, trained)
+    rewrite(path, lambda a: a["layer0.W"].__setitem__((0, 0), 123))
+    with pytest.raises(ModelFileError, match="checksum"):
+        load(path)
+
+
+def test_newer_format_version_is_refused(tmp_path, trained):
+    path = tmp_path / "m.npz"
+    save(path, trained)
+
+    def bump(arrays):
+        meta = json.loads(arrays["meta"].tobytes())
+        meta["version"] = FORMAT_VERSION + 1
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+    rewrite(path, bump)
+    with pytest.raises(ModelFileError, match="version"):
+        load(path)
+
+
+def test_pickled_content_is_never_unpickled(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.array([{"format": "pocketnn-model"}], dtype=object))
+    with pytest.raises(ModelFileError):
+        load(path)
+
+
+def test_missing_file_and_non_zip(tmp_path):
+    with pytest.raises(ModelFileError, match="no such"):
+        load(tmp_path / "absent.npz")
+    with zipfile.ZipFile(tmp_path / "z.npz", "w") as z:
+        z.writestr("hello.txt", "hi")
+    with pytest.raises(ModelFileError):
+        load(tmp_path / "z.npz")
+
+
+def test_input_checks():
+    model = build_mlp([784, 10])
+    with pytest.raises(TypeError, match="integer"):
+        model.predict(np.zeros((2, 784)))
+    with pytest.raises(ValueError, match=r"\(N, 784\)"):
+        model.predict(np.zeros((2, 783), dtype=np.uint8))
+    with pytest.raises(ValueError, match="expects 50 inputs"):
+        from pocketnn import Dense, Sequential
+
+        Sequential([Dense(784, 100, name="fc1"), Dense(50, 10, name="fc2")])
+    with pytest.raises(ValueError, match="positive"):
+        build_mlp([784, 0, 10])
+
+
+def test_set_params_checks_shape_dtype_and_range():
+    layer = build_mlp([3, 2]).layers[0]
+    with pytest.raises(TypeError):
+        layer.set_params(np.zeros((3, 2)), np.zeros((1, 2), dtype=int))
+    with pytest.raises(ValueError, match="shape"):
+        layer.set_params(np.zeros((2, 3), dtype=int), np.zeros((1, 2), dtype=int))
+    with pytest.raises(ValueError, match="exceed"):
+        layer.set_params(np.full((3, 2), 40000), np.zeros((1, 2), dtype=int))
+
+
+def test_resume_continues_to_the_very_same_bits(tmp_path, mnist):
+    x, y = mnist.train_images[:2000], mnist.train_labels[:2000]
+    straight = build_mlp([784, 30, 10])
+    Trainer(straight, seed=9).fit(x, y, 3)
+
+    model = build_mlp([784, 30, 10])
+    trainer = Trainer(model, seed=9)
+    trainer.fit(x, y, 1)
+    state, arrays = trainer.state()
+    save(tmp_path / "ckpt.npz", model, training=state, extra_arrays=arrays)
+    model2, state2, arrays2 = load_checkpoint(tmp_path / "ckpt.npz")
+    resumed = Trainer.from_state(model2, state2, arrays2)
+    assert resumed.epoch == 1
+    resumed.fit(x, y, 3)
+    for a, b in zip(straight.layers, model2.layers):
+        assert np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b)
