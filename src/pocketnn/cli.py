@@ -24,9 +24,10 @@ from .train import ALGORITHMS, EpochResult, Trainer
 PAPER_ARCHS = {"mnist": "784-100-50-10", "fashion-mnist": "784-200-100-50-10"}
 PRESETS: dict[str, dict[str, dict]] = {
     # The paper's setting: pocket tanh everywhere, DFA, batch 20, lr_inv 1000 doubling every 10.
+    # Epoch counts are the reference runs' lengths (pocketnn-algorithm.md: MNIST 50, Fashion 25).
     "paper": {
-        "mnist": {"epochs": 10},
-        "fashion-mnist": {"epochs": 20},
+        "mnist": {"epochs": 50},
+        "fashion-mnist": {"epochs": 25},
     },
 }
 PAPER_DEFAULTS = {
@@ -89,8 +90,10 @@ class _ProgressBar:
             return
         self.last = filled
         rate = done / max(time.perf_counter() - self.start, 1e-9)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
-                         f"{done}/{total} steps {rate:.0f}/s")
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
+            f"{done}/{total} steps {rate:.0f}/s"
+        )
         if done == total:
             sys.stderr.write("\r" + " " * 79 + "\r")
         sys.stderr.flush()
@@ -98,8 +101,10 @@ class _ProgressBar:
 
 def _epoch_line(r: EpochResult, epochs: int) -> str:
     test = _percent(r.test_correct, r.test_total) if r.test_total else "-"
-    return (f"epoch {r.epoch:3d}/{epochs}  lr_inv {r.lr_inv:6d}  loss {r.loss:10d}  "
-            f"train {_percent(r.train_correct, r.train_total)}  test {test}  {r.seconds:6.2f} s")
+    return (
+        f"epoch {r.epoch:3d}/{epochs}  lr_inv {r.lr_inv:6d}  loss {r.loss:10d}  "
+        f"train {_percent(r.train_correct, r.train_total)}  test {test}  {r.seconds:6.2f} s"
+    )
 
 
 def _append_log(path: Path, record: dict) -> None:
@@ -126,7 +131,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not state:
             raise CLIError(f"--resume: {out} holds no training state")
         if state.get("dataset") != args.dataset:
-            raise CLIError(f"--resume: {out} was trained on {state.get('dataset')}, not {args.dataset}")
+            raise CLIError(
+                f"--resume: {out} was trained on {state.get('dataset')}, not {args.dataset}"
+            )
         trainer = Trainer.from_state(model, state, arrays)
         epochs = args.epochs if args.epochs is not None else state["epochs"]
         print(f"resuming {out} after epoch {trainer.epoch}", file=sys.stderr)
@@ -134,10 +141,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _settings(args)
         model = build_mlp(_parse_arch(cfg["arch"]), cfg["activation"], cfg["output_activation"])
         if model.dims[0] != data.train_images.shape[1] or model.dims[-1] != len(data.classes):
-            raise CLIError(f"--arch {cfg['arch']} must start at {data.train_images.shape[1]} "
-                           f"and end at {len(data.classes)} for {args.dataset}")
-        trainer = Trainer(model, cfg["algorithm"], cfg["lr_inv"], cfg["batch_size"],
-                          cfg["lr_double_every"], seed=cfg["seed"])
+            raise CLIError(
+                f"--arch {cfg['arch']} must start at {data.train_images.shape[1]} "
+                f"and end at {len(data.classes)} for {args.dataset}"
+            )
+        trainer = Trainer(
+            model,
+            cfg["algorithm"],
+            cfg["lr_inv"],
+            cfg["batch_size"],
+            cfg["lr_double_every"],
+            seed=cfg["seed"],
+        )
         if cfg["algorithm"] == "bp":
             from .train import he_init
 
@@ -146,9 +161,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if log_path.exists():
             log_path.unlink()
     if not args.quiet:
-        print(f"{args.dataset}: {model!r}, {model.n_params} parameters, algorithm "
-              f"{trainer.algorithm}, batch {trainer.batch_size}, lr_inv {trainer.lr_inv}, "
-              f"seed {trainer.seed}, engine {args.engine}")
+        print(
+            f"{args.dataset}: {model!r}, {model.n_params} parameters, algorithm "
+            f"{trainer.algorithm}, batch {trainer.batch_size}, lr_inv {trainer.lr_inv}, "
+            f"seed {trainer.seed}, engine {args.engine}"
+        )
 
     def on_epoch(result: EpochResult) -> None:
         state, arrays = trainer.state()
@@ -159,12 +176,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(_epoch_line(result, epochs), flush=True)
 
     bar = _ProgressBar("training", not args.quiet)
-    trainer.fit(data.train_images, data.train_labels, epochs, data.test_images,
-                data.test_labels, on_epoch=on_epoch, progress=bar)
+    trainer.fit(
+        data.train_images,
+        data.train_labels,
+        epochs,
+        data.test_images,
+        data.test_labels,
+        on_epoch=on_epoch,
+        progress=bar,
+    )
     correct = model.count_correct(data.test_images, data.test_labels)
     best = max(trainer.history, key=lambda r: r.test_correct or 0, default=None)
-    print(f"test accuracy: {_percent(correct, len(data.test_labels))} "
-          f"({correct}/{len(data.test_labels)}) after {trainer.epoch} epochs", end="")
+    print(
+        f"test accuracy: {_percent(correct, len(data.test_labels))} "
+        f"({correct}/{len(data.test_labels)}) after {trainer.epoch} epochs",
+        end="",
+    )
     if best is not None and best.test_correct:
         print(f"; best {_percent(best.test_correct, best.test_total)} at epoch {best.epoch}")
     else:
@@ -266,8 +293,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def describe(model: Sequential, state: dict | None) -> str:
     """A human-readable summary of a model: layers, parameters, value ranges."""
-    lines = [f"architecture: {'-'.join(map(str, model.dims))}",
-             f"parameters: {model.n_params}"]
+    lines = [f"architecture: {'-'.join(map(str, model.dims))}", f"parameters: {model.n_params}"]
     for layer in model.layers:
         lines.append(
             f"  {layer.name}: {layer.n_in} -> {layer.n_out}, {layer.activation_name}, "
@@ -276,12 +302,16 @@ def describe(model: Sequential, state: dict | None) -> str:
             f"{layer.W.size + layer.b.size} params, clamp ±{layer.weight_clamp}"
         )
     if state:
-        lines.append(f"training: {state.get('algorithm')} on {state.get('dataset')}, "
-                     f"{state.get('epoch')} epochs done, seed {state.get('seed')}, "
-                     f"batch {state.get('batch_size')}, lr_inv {state.get('lr_inv')}")
+        lines.append(
+            f"training: {state.get('algorithm')} on {state.get('dataset')}, "
+            f"{state.get('epoch')} epochs done, seed {state.get('seed')}, "
+            f"batch {state.get('batch_size')}, lr_inv {state.get('lr_inv')}"
+        )
         last = (state.get("history") or [None])[-1]
         if last and last.get("test_total"):
-            lines.append(f"last test accuracy: {_percent(last['test_correct'], last['test_total'])}")
+            lines.append(
+                f"last test accuracy: {_percent(last['test_correct'], last['test_total'])}"
+            )
     return "\n".join(lines)
 
 
@@ -294,8 +324,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export_c(args: argparse.Namespace) -> int:
     from . import export
 
-    paths = export.export_c(args.model, args.out, name=args.name,
-                            with_training=args.with_training)
+    paths = export.export_c(args.model, args.out, name=args.name, with_training=args.with_training)
     for p in paths:
         print(f"wrote {p}")
     if args.report:
@@ -306,10 +335,18 @@ def cmd_export_c(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pocketnn", description="Integer-only neural networks (PocketNN).")
     p.add_argument("--version", action="version", version=f"pocketnn {__version__}")
-    p.add_argument("--engine", choices=ENGINES, default="blas",
-                   help="exact matmul engine (all give the same bits; default blas)")
-    p.add_argument("--overflow", choices=OVERFLOW_POLICIES, default="raise",
-                   help="what an int32 overflow does: raise (default) or wrap like the reference")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="blas",
+        help="exact matmul engine (all give the same bits; default blas)",
+    )
+    p.add_argument(
+        "--overflow",
+        choices=OVERFLOW_POLICIES,
+        default="raise",
+        help="what an int32 overflow does: raise (default) or wrap like the reference",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a network on MNIST or Fashion-MNIST")
@@ -361,13 +398,22 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         with configure(engine=args.engine, overflow=args.overflow):
             return args.func(args)
-    except (CLIError, DatasetError, ModelFileError, IntegerOverflowError, ValueError,
-            TypeError, OSError) as exc:
+    except (
+        CLIError,
+        DatasetError,
+        ModelFileError,
+        IntegerOverflowError,
+        ValueError,
+        TypeError,
+        OSError,
+    ) as exc:
         print(f"pocketnn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pocketnn: interrupted; the last finished epoch is saved (use --resume)",
-              file=sys.stderr)
+        print(
+            "pocketnn: interrupted; the last finished epoch is saved (use --resume)",
+            file=sys.stderr,
+        )
         return 130
 
 
