@@ -27,9 +27,23 @@ SHOW = {"mnist": (1, 2, 3, 5, 10, 20, 30, 40, 50), "fashion-mnist": (1, 2, 3, 5,
 
 
 def run_command(dataset: str, preset: str, seed: int, out: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "pocketnn.cli", "train", "--dataset", dataset,
-            "--preset", preset, "--seed", str(seed), "--epochs", str(epochs),
-            "--out", str(out / f"{dataset}-{preset}-seed{seed}.npz"), "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "pocketnn.cli",
+        "train",
+        "--dataset",
+        dataset,
+        "--preset",
+        preset,
+        "--seed",
+        str(seed),
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out / f"{dataset}-{preset}-seed{seed}.npz"),
+        "--quiet",
+    ]
 
 
 def read_log(path: Path) -> list[dict]:
@@ -46,8 +60,10 @@ def table(out: Path, dataset: str, preset: str, seeds: list[int]) -> str:
         spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
         return f"{statistics.mean(values):.2f}{spread} ({min(values):.2f}–{max(values):.2f})"
 
-    rows = [f"| epochs | test accuracy %, mean ± sd (min–max) over seeds {seeds} | paper |",
-            "|---:|---|---:|"]
+    rows = [
+        f"| epochs | test accuracy %, mean ± sd (min–max) over seeds {seeds} | paper |",
+        "|---:|---|---:|",
+    ]
     n = min(len(log) for log in logs.values())
     for e in SHOW[dataset]:
         if e <= n:

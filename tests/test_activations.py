@@ -33,8 +33,15 @@ def test_every_golden_activation_matches_bit_for_bit(golden_activations):
         assert np.array_equal(y, golden_activations[base + "_y"]), base
         assert np.array_equal(g, golden_activations[base + "_g"]), base
         seen.add(name)
-    assert seen == {"pocket_tanh", "pocket_sigmoid", "pocket_relu8bit", "pocket_leakyrelu",
-                    "pocket_softmax", "rescale", "as_is"}
+    assert seen == {
+        "pocket_tanh",
+        "pocket_sigmoid",
+        "pocket_relu8bit",
+        "pocket_leakyrelu",
+        "pocket_softmax",
+        "rescale",
+        "as_is",
+    }
 
 
 def test_pocket_tanh_check_values_from_the_paper():
@@ -51,8 +58,10 @@ def test_pocket_tanh_truncates_the_prescale_toward_zero():
     assert y.tolist() == [-2, 2]
 
 
-@given(st.lists(st.integers(-2**31, 2**31 - 1), min_size=2, max_size=50),
-       st.sampled_from([1, 3, 50, 784]))
+@given(
+    st.lists(st.integers(-(2**31), 2**31 - 1), min_size=2, max_size=50),
+    st.sampled_from([1, 3, 50, 784]),
+)
 def test_tanh_and_sigmoid_are_monotone_and_bounded(values, fan_in):
     z = np.sort(np.array(values, dtype=np.int64))
     for fn, low, high in ((pocket_tanh, -127, 127), (pocket_sigmoid, 1, 127)):

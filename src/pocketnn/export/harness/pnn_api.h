@@ -1,0 +1,20 @@
+/*
+ * Name-independent access to a generated model, for the harness programs. Compile with
+ *   -DPNN_HEADER='"model.h"' -DPNN_PREFIX=model -DPNN_PREFIX_UPPER=MODEL
+ * (and -DPNN_WITH_TRAINING for a model generated with --with-training).
+ */
+#ifndef PNN_API_H
+#define PNN_API_H
+
+#include PNN_HEADER
+
+#define PNN_CAT_(a, b) a##b
+#define PNN_CAT(a, b) PNN_CAT_(a, b)
+
+#define PNN_N_INPUTS PNN_CAT(PNN_PREFIX_UPPER, _N_INPUTS)
+#define PNN_N_CLASSES PNN_CAT(PNN_PREFIX_UPPER, _N_CLASSES)
+#define PNN_FOR_EACH_PARAM PNN_CAT(PNN_PREFIX_UPPER, _FOR_EACH_PARAM)
+#define pnn_predict PNN_CAT(PNN_PREFIX, _predict)
+#define pnn_train_step PNN_CAT(PNN_PREFIX, _train_step)
+
+#endif
