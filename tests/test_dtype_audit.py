@@ -18,7 +18,7 @@ import pocketnn
 from pocketnn import Trainer, build_mlp, configure, load, save
 
 PACKAGE = str(Path(pocketnn.__file__).parent)
-BLAS_FLOAT_FRAMES = {"_as_float64"}
+BLAS_FLOAT_FRAMES = {"_as_float64", "_float64_buffer", "_blas_product"}
 
 
 def arrays_in(value, depth=0):

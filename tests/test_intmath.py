@@ -29,21 +29,34 @@ def c_div(a: int, b: int) -> int:
 
 @pytest.mark.parametrize(
     "a, b, expected",
-    [(-75, 4, -18), (75, -4, -18), (75, 4, 18), (-75, -4, 18), (-7, 2, -3), (7, 2, 3),
-     (0, -5, 0), (-1, 1000, 0), (-999, -1000, 0), (-1000, -1000, 1), (-2**31, 256 * 784, -10699)],
+    [
+        (-75, 4, -18),
+        (75, -4, -18),
+        (75, 4, 18),
+        (-75, -4, 18),
+        (-7, 2, -3),
+        (7, 2, 3),
+        (0, -5, 0),
+        (-1, 1000, 0),
+        (-999, -1000, 0),
+        (-1000, -1000, 1),
+        (-(2**31), 256 * 784, -10699),
+    ],
 )
 def test_trunc_div_examples(a, b, expected):
     assert trunc_div(a, b) == expected
     assert expected == c_div(a, b)
 
 
-@given(st.integers(-2**40, 2**40), st.integers(-2**20, 2**20).filter(bool))
+@given(st.integers(-(2**40), 2**40), st.integers(-(2**20), 2**20).filter(bool))
 def test_trunc_div_matches_c(a, b):
     assert int(trunc_div(np.array([a]), b)[0]) == c_div(a, b)
 
 
-@given(hnp.arrays(np.int64, st.integers(1, 30), elements=st.integers(-2**31, 2**31)),
-       hnp.arrays(np.int64, st.integers(1, 30), elements=st.integers(1, 300)))
+@given(
+    hnp.arrays(np.int64, st.integers(1, 30), elements=st.integers(-(2**31), 2**31)),
+    hnp.arrays(np.int64, st.integers(1, 30), elements=st.integers(1, 300)),
+)
 def test_trunc_div_elementwise_arrays(a, b):
     b = np.resize(b, a.shape) * np.where(np.arange(a.size) % 2, 1, -1)
     out = trunc_div(a, b)
@@ -75,7 +88,7 @@ def test_clamp_in_place():
     assert x.tolist() == [-32767, -5, 0, 32767]
 
 
-@given(hnp.arrays(np.int64, 20, elements=st.integers(-2**62, 2**62)))
+@given(hnp.arrays(np.int64, 20, elements=st.integers(-(2**62), 2**62)))
 def test_wrap_int32_is_twos_complement(x):
     assert np.array_equal(wrap_int32(x), x.astype(np.int32).astype(np.int64))
 
@@ -111,7 +124,9 @@ matrix_dtypes = st.sampled_from([np.uint8, np.int8, np.int16, np.int32, np.int64
 def matmul_operands(draw):
     n, k, m = (draw(st.integers(1, 12)) for _ in range(3))
     a_dtype, b_dtype = draw(matrix_dtypes), draw(matrix_dtypes)
-    a_lim = min(np.iinfo(a_dtype).max, draw(st.sampled_from([1, 127, 255, 2**15, 2**24, 2**31 - 1])))
+    a_lim = min(
+        np.iinfo(a_dtype).max, draw(st.sampled_from([1, 127, 255, 2**15, 2**24, 2**31 - 1]))
+    )
     b_lim = min(np.iinfo(b_dtype).max, draw(st.sampled_from([1, 127, 2**15, 2**26, 2**31 - 1])))
     a_low = 0 if a_dtype == np.uint8 else -a_lim
     b_low = 0 if b_dtype == np.uint8 else -b_lim
@@ -175,5 +190,6 @@ def test_matmul_refuses_floats():
     with pytest.raises(TypeError, match="integer"):
         matmul(np.ones((2, 2)), np.ones((2, 2), dtype=np.int64))
     with pytest.raises(TypeError, match="integer"):
-        matmul(np.ones((2, 2), dtype=np.int64), np.ones((2, 2), dtype=np.int64),
-               bias=np.zeros((1, 2)))
+        matmul(
+            np.ones((2, 2), dtype=np.int64), np.ones((2, 2), dtype=np.int64), bias=np.zeros((1, 2))
+        )

@@ -9,15 +9,19 @@ from pocketnn.train import init_range, lr_inv_at, random_feedback, seeded_order
 
 def golden_trainer(golden_dfa):
     model = build_mlp([784, 100, 50, 10])
-    trainer = Trainer(model, feedback=[golden_dfa["dfa_fc1"], golden_dfa["dfa_fc2"]],
-                      sample_order=[golden_dfa["order_epoch1"]])
+    trainer = Trainer(
+        model,
+        feedback=[golden_dfa["dfa_fc1"], golden_dfa["dfa_fc2"]],
+        sample_order=[golden_dfa["order_epoch1"]],
+    )
     return model, trainer
 
 
 def params_equal(model, golden, prefix):
     return all(
         np.array_equal(getattr(layer, p), golden[f"{prefix}_fc{i + 1}_{p}"])
-        for i, layer in enumerate(model.layers) for p in "Wb"
+        for i, layer in enumerate(model.layers)
+        for p in "Wb"
     )
 
 
@@ -45,15 +49,22 @@ def test_dfa_epoch_reproduces_every_reference_snapshot(golden_dfa, mnist):
     order = golden_dfa["order_epoch1"]
     losses, corrects = [], []
     for s in range(1, 3001):
-        idx = order[20 * (s - 1): 20 * s]
+        idx = order[20 * (s - 1) : 20 * s]
         loss, correct = trainer.step(mnist.train_images[idx], targets[idx])
         losses.append(loss)
         corrects.append(correct)
         if s in (1, 2, 3, 10, 100, 1000, 3000):
             assert params_equal(model, golden_dfa, f"after_step{s}"), f"step {s}"
         if s in (1, 500, 2999):
-            sums = [[int(layer.W.sum()), int(np.abs(layer.W).sum()), int(layer.b.sum()),
-                     int(np.abs(layer.b).sum())] for layer in model.layers]
+            sums = [
+                [
+                    int(layer.W.sum()),
+                    int(np.abs(layer.W).sum()),
+                    int(layer.b.sum()),
+                    int(np.abs(layer.b).sum()),
+                ]
+                for layer in model.layers
+            ]
             assert sums == golden_dfa["epoch1_param_checksums"][s - 1].tolist(), f"step {s}"
     assert losses == golden_dfa["epoch1_batch_loss"].tolist()
     assert corrects == golden_dfa["epoch1_batch_correct"].tolist()
@@ -75,10 +86,13 @@ def test_train_epoch_with_injected_order_equals_manual_steps(golden_dfa, mnist):
 
 def test_zero_network_predicts_class_zero(golden_dfa, mnist):
     model = build_mlp([784, 100, 50, 10])
-    assert model.count_correct(mnist.train_images, mnist.train_labels) == golden_dfa[
-        "init_train_correct"]
-    assert model.count_correct(mnist.test_images, mnist.test_labels) == golden_dfa[
-        "init_test_correct"]
+    assert (
+        model.count_correct(mnist.train_images, mnist.train_labels)
+        == golden_dfa["init_train_correct"]
+    )
+    assert (
+        model.count_correct(mnist.test_images, mnist.test_labels) == golden_dfa["init_test_correct"]
+    )
 
 
 def test_backprop_reproduces_the_reference_tiny_example(golden_bp):
@@ -108,7 +122,9 @@ def test_textbook_backprop_uses_weights_before_the_update():
     first_layer = []
     for updated in (True, False):
         model = build_mlp([6, 5, 3], activation="as_is")
-        model.layers[0].set_params(np.ones((6, 5), dtype=np.int64), np.zeros((1, 5), dtype=np.int64))
+        model.layers[0].set_params(
+            np.ones((6, 5), dtype=np.int64), np.zeros((1, 5), dtype=np.int64)
+        )
         model.layers[1].set_params(np.full((5, 3), 50), np.zeros((1, 3), dtype=np.int64))
         w2_before = model.layers[1].W.astype(np.int64)
         out, cache = model.forward(x)
@@ -170,19 +186,28 @@ def test_seeded_order_is_a_permutation_fixed_by_seed_and_epoch():
 
 def test_learning_rate_schedule_doubles_every_ten_epochs():
     assert [lr_inv_at(e, 1000, 10) for e in (1, 9, 10, 19, 20, 30)] == [
-        1000, 1000, 2000, 2000, 4000, 8000]
+        1000,
+        1000,
+        2000,
+        2000,
+        4000,
+        8000,
+    ]
     assert lr_inv_at(25, 1000, 0) == 1000
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"algorithm": "sgd"}, "algorithm"),
-    ({"lr_inv": 0}, "lr_inv"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"batch_size": 2.5}, "batch_size"),
-    ({"lr_double_every": -1}, "lr_double_every"),
-    ({"feedback": [np.ones((10, 100), dtype=np.int32)]}, "2 feedback"),
-    ({"feedback": [np.ones((10, 100)), np.ones((10, 50))]}, "integer array"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"algorithm": "sgd"}, "algorithm"),
+        ({"lr_inv": 0}, "lr_inv"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"lr_double_every": -1}, "lr_double_every"),
+        ({"feedback": [np.ones((10, 100), dtype=np.int32)]}, "2 feedback"),
+        ({"feedback": [np.ones((10, 100)), np.ones((10, 50))]}, "integer array"),
+    ],
+)
 def test_impossible_hyperparameters_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Trainer(build_mlp([784, 100, 50, 10]), **kwargs)

@@ -9,16 +9,24 @@ the ``"wrap"`` policy, which emulates the reference's 32-bit two's-complement ar
 The matrix product has interchangeable engines that all return the same integers:
 
 ``"int"``
-    numpy's integer matmul on int64: no floating-point instruction touches model values.
+    integer units only: numpy's ``einsum`` in int32 over slices of the shared dimension
+    short enough that the bound ``max|a| * max|b| * k`` proves no int32 partial sum can
+    overflow (the slices are then added in int64), else int64 throughout. No floating-point
+    instruction touches model values.
 ``"blas"``
     float64 BLAS, used only when a bound check proves every partial sum is an integer of
     magnitude below 2**53 (so float64 represents it exactly, whatever order BLAS adds in);
     otherwise it falls back to ``"int"``. This is the default: same bits, much faster.
+
+Why both give the same bits: integer addition is associative, so any summation order gives
+the exact sum as long as no partial sum leaves the range of the accumulator; each engine
+only runs where its accumulator provably holds every partial sum.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +37,7 @@ INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
 INT64_SAFE = 2**63 - 1
 FLOAT64_EXACT = 2**53
+INT32_EXACT = 2**31
 
 ENGINES = ("blas", "int")
 OVERFLOW_POLICIES = ("raise", "wrap")
@@ -91,14 +100,36 @@ def trunc_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     ``ZeroDivisionError`` (the reference would return INT32_MAX; no activation here ever
     produces a zero gradient-inverse).
     """
+    if isinstance(b, (int, np.integer)) and b != 0:
+        q = np.array(a, dtype=np.int64)  # a fresh copy, divided in place
+        trunc_div_scalar_(q, abs(int(b)))
+        return q if b > 0 else np.negative(q, out=q)
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     if not np.all(b):
         raise ZeroDivisionError("trunc_div: division by zero")
-    q = a // b
-    # floor and truncation differ only for inexact negative quotients: step those up by one.
-    q += (q < 0) & (q * b != a)
+    # np.fmod is C's %, so a - fmod(a, b) is b * trunc(a / b): an exact floor division.
+    q = np.fmod(a, b)
+    np.subtract(a, q, out=q)
+    q //= b
     return q
+
+
+def trunc_div_scalar_(a: np.ndarray, d: int) -> np.ndarray:
+    """Divide signed integer ``a`` in place by the positive integer ``d``, truncating.
+
+    ``(a + ((a >> bits-1) & (d - 1))) // d``: adding ``d - 1`` to the negative values turns
+    numpy's floor division (fast for a scalar divisor) into truncation. ``d - 1`` must fit
+    ``a``'s dtype. Returns ``a``.
+    """
+    if d <= 0:
+        raise ZeroDivisionError(f"trunc_div_scalar_: divisor must be positive, got {d}")
+    if d > 1:
+        bias = np.right_shift(a, 8 * a.dtype.itemsize - 1)
+        bias &= d - 1
+        a += bias
+        a //= d
+    return a
 
 
 def isqrt(n: int) -> int:
@@ -125,7 +156,7 @@ def guard(x: np.ndarray, where: str) -> np.ndarray:
     """
     if x.size == 0:
         return x
-    lo, hi = int(x.min()), int(x.max())
+    lo, hi = _extremes(x)
     if lo >= INT32_MIN and hi <= INT32_MAX:
         return x
     if settings.overflow == "wrap":
@@ -137,46 +168,134 @@ def guard(x: np.ndarray, where: str) -> np.ndarray:
     )
 
 
+def _extremes(x: np.ndarray) -> tuple[int, int]:
+    """``(min, max)`` of a non-empty array, as Python integers."""
+    return int(np.minimum.reduce(x, axis=None)), int(np.maximum.reduce(x, axis=None))
+
+
+@functools.cache
+def _dtype_magnitude(dtype: np.dtype) -> int:
+    info = np.iinfo(dtype)
+    return max(-int(info.min), int(info.max))
+
+
 def magnitude(x: np.ndarray) -> int:
     """An upper bound of ``|x|``: from the dtype for 8/16-bit arrays, else measured."""
     if x.dtype.itemsize <= 2:
-        info = np.iinfo(x.dtype)
-        return max(-int(info.min), int(info.max))
+        return _dtype_magnitude(x.dtype)
     if x.size == 0:
         return 0
-    return max(-int(x.min()), int(x.max()))
+    lo, hi = _extremes(x)
+    return max(-lo, hi)
 
 
-_workspace: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+_workspace: dict[int, np.ndarray] = {}
+
+
+def _float64_buffer(shape: tuple[int, ...], slot: int) -> np.ndarray:
+    """A reused float64 array of ``shape`` (fresh large arrays cost page faults).
+
+    One flat buffer per slot, grown to the largest size seen and viewed at ``shape``, so
+    batches of varying width (see :func:`active_columns`) reuse the same memory.
+    """
+    size = math.prod(shape)
+    buf = _workspace.get(slot)
+    if buf is None or buf.size < size:
+        buf = _workspace[slot] = np.empty(size, dtype=np.float64)
+    return buf[:size].reshape(shape)
 
 
 def _as_float64(x: np.ndarray, slot: int) -> np.ndarray:
-    """Copy integer ``x`` into a reused float64 buffer (fresh large arrays cost page faults)."""
-    key = (slot, x.shape)
-    buf = _workspace.get(key)
-    if buf is None:
-        buf = _workspace[key] = np.empty(x.shape, dtype=np.float64)
+    """Copy integer ``x`` into the reused float64 buffer ``slot``."""
+    buf = _float64_buffer(x.shape, slot)
     np.copyto(buf, x)
     return buf
+
+
+def _blas_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` through float64 BLAS as int64; the caller has proven it exact (< 2**53)."""
+    out = _float64_buffer((a.shape[0], b.shape[1]), 2)
+    np.matmul(_as_float64(a, 0), _as_float64(b, 1), out=out)
+    return out.astype(np.int64)
+
+
+def _int_product(a: np.ndarray, b: np.ndarray, unit: int) -> np.ndarray:
+    """``a @ b`` with integer units only, as int64.
+
+    ``unit = max|a| * max|b|`` bounds one product. Slices of the shared dimension of at most
+    ``(2**31 - 1) // unit`` terms keep every int32 partial sum exact; when slices would be
+    too thin to pay off, the product is accumulated in int64 instead.
+    """
+    k = a.shape[1]
+    span = (INT32_EXACT - 1) // max(unit, 1)
+    if span < min(k, 64):
+        return np.einsum("ik,kj->ij", a.astype(np.int64), b.astype(np.int64))
+    a32, b32 = a.astype(np.int32), b.astype(np.int32)
+    out = None
+    for start in range(0, k, span):
+        part = np.einsum("ik,kj->ij", a32[:, start : start + span], b32[start : start + span])
+        out = part.astype(np.int64) if out is None else np.add(out, part, out=out)
+    if out is None:  # k == 0
+        out = np.zeros((a.shape[0], b.shape[1]), dtype=np.int64)
+    return out
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray, where: str = "matmul") -> tuple[np.ndarray, int]:
     """The exact product ``a @ b`` as int64 by the current engine, and the bound it used.
 
     The bound ``max|a| * max|b| * k`` caps every partial sum, so below 2**53 the float64
-    BLAS path is exact in any summation order; above it the int64 path is used, and above
+    BLAS path is exact in any summation order; above it the integer path is used, and above
     2**63 the product is refused rather than risk a wrapped accumulator.
     """
     if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
         raise TypeError(f"{where}: expected integer arrays, got {a.dtype} and {b.dtype}")
-    bound = magnitude(a) * magnitude(b) * a.shape[-1]
+    unit = magnitude(a) * magnitude(b)
+    bound = unit * a.shape[-1]
     if settings.engine == "blas" and bound < FLOAT64_EXACT:
-        return np.matmul(_as_float64(a, 0), _as_float64(b, 1)).astype(np.int64), bound
+        return _blas_product(a, b), bound
     if bound > INT64_SAFE:
         raise IntegerOverflowError(
             f"{where}: |a| * |b| * k = {bound} could overflow int64 accumulators"
         )
-    return np.matmul(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)), bound
+    return _int_product(a, b, unit), bound
+
+
+def active_columns(a: np.ndarray, max_fraction: float = 0.9) -> np.ndarray | None:
+    """Indices of the columns of ``a`` that are non-zero somewhere, or None if nearly all are.
+
+    A batch of raw pixels is mostly zeros: an all-zero input column contributes exactly
+    nothing to ``a @ W`` and gives row ``W[k]`` an exactly zero gradient, so products and
+    updates may skip it without changing a single bit.
+    """
+    used = np.flatnonzero(a.any(axis=0))
+    return None if used.size > max_fraction * a.shape[1] else used
+
+
+@functools.cache
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: without it BLAS keeps its own thread count
+        return None
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """Run BLAS on one thread inside the block (when threadpoolctl is installed).
+
+    The products of a training step are small: BLAS threads only add synchronisation, and
+    on a machine whose cores are busy with other work they make a step many times slower.
+    """
+    controller = _blas_controller()
+    if controller is None:
+        yield
+        return
+    limiter = controller.limit(limits=1, user_api="blas")
+    try:
+        yield
+    finally:
+        limiter.restore_original_limits()
 
 
 def matmul(

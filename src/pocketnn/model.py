@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .intmath import single_thread_blas
 from .layers import WEIGHT_CLAMP, Dense
 
 FORMAT_NAME = "pocketnn-model"
@@ -81,14 +82,19 @@ class Sequential:
         return a, cache
 
     def scores(self, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:
-        """Class scores (the last layer's integer output) for every row of ``x``."""
+        """Class scores (the last layer's integer output) for every row of ``x``.
+
+        Rows go through in batches of ``batch_size``: large enough for efficient products,
+        small enough to bound the memory of the intermediate activations.
+        """
         x = self.check_input(x)
         out = np.empty((x.shape[0], self.dims[-1]), dtype=np.int64)
-        for start in range(0, x.shape[0], batch_size):
-            a = x[start : start + batch_size]
-            for layer in self.layers:
-                a = layer.forward(a)[0]
-            out[start : start + batch_size] = a
+        with single_thread_blas():
+            for start in range(0, x.shape[0], batch_size):
+                a = x[start : start + batch_size]
+                for layer in self.layers:
+                    a = layer.forward(a)[0]
+                out[start : start + batch_size] = a
         return out
 
     def predict(self, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:
@@ -232,7 +238,9 @@ def load_checkpoint(
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: inconsistent model description ({exc})") from None
     train_arrays = {
-        key.removeprefix("train."): value for key, value in arrays.items() if key.startswith("train.")
+        key.removeprefix("train."): value
+        for key, value in arrays.items()
+        if key.startswith("train.")
     }
     return model, meta.get("training"), train_arrays
 

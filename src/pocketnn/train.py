@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .intmath import isqrt, matmul, trunc_div
+from .intmath import isqrt, matmul, single_thread_blas, trunc_div
 from .losses import TARGET_VALUE, l2_loss, one_hot
 from .model import Sequential
 
@@ -55,7 +55,9 @@ def he_init(model: Sequential, seed: int) -> None:
     rng = np.random.default_rng([seed, _STREAM_INIT])
     for layer in model.layers:
         r = init_range(layer.n_in, layer.n_out)
-        layer.set_params(nonzero_uniform(rng, r, layer.W.shape), nonzero_uniform(rng, r, layer.b.shape))
+        layer.set_params(
+            nonzero_uniform(rng, r, layer.W.shape), nonzero_uniform(rng, r, layer.b.shape)
+        )
 
 
 def seeded_order(seed: int, n: int) -> Callable[[int], np.ndarray]:
@@ -68,7 +70,7 @@ def seeded_order(seed: int, n: int) -> Callable[[int], np.ndarray]:
 
 
 def lr_inv_at(epoch: int, lr_inv: int, double_every: int) -> int:
-    """The reference schedule: ``lr_inv`` doubles at every epoch number divisible by ``double_every``."""
+    """The reference schedule: ``lr_inv`` doubles at each epoch divisible by ``double_every``."""
     return lr_inv << (epoch // double_every) if double_every > 0 else lr_inv
 
 
@@ -125,10 +127,15 @@ class Trainer:
         bp_updated_weights: bool = True,
     ) -> None:
         if algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-        for label, value, low in (("lr_inv", lr_inv, 1), ("batch_size", batch_size, 1),
-                                  ("lr_double_every", lr_double_every, 0),
-                                  ("seed", seed, 0)):
+            raise ValueError(
+                f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
+            )
+        for label, value, low in (
+            ("lr_inv", lr_inv, 1),
+            ("batch_size", batch_size, 1),
+            ("lr_double_every", lr_double_every, 0),
+            ("seed", seed, 0),
+        ):
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
         self.model = model
@@ -142,8 +149,11 @@ class Trainer:
         self.sample_order = sample_order
         self.feedback: list[np.ndarray] = []
         if algorithm == "dfa":
-            self.feedback = self._checked_feedback(feedback) if feedback is not None else (
-                random_feedback(model, self.seed))
+            self.feedback = (
+                self._checked_feedback(feedback)
+                if feedback is not None
+                else (random_feedback(model, self.seed))
+            )
         self.epoch = 0  # epochs completed
         self.history: list[EpochResult] = []
 
@@ -176,7 +186,9 @@ class Trainer:
             raise ValueError(f"sample order of epoch {epoch} must be {n} integer indices")
         return order
 
-    def step(self, x: np.ndarray, targets: np.ndarray, lr_inv: int | None = None) -> tuple[int, int]:
+    def step(
+        self, x: np.ndarray, targets: np.ndarray, lr_inv: int | None = None
+    ) -> tuple[int, int]:
         """One training step on a batch; returns (summed loss, correct predictions) before it."""
         lr_inv = self.lr_inv if lr_inv is None else lr_inv
         output, cache = self.model.forward(x)
@@ -194,7 +206,9 @@ class Trainer:
                 w_before = layers[i].W if self.bp_updated_weights else layers[i].W.copy()
                 layers[i].update(cache[i][0], delta, lr_inv)
                 if i:
-                    back = matmul(delta, w_before.T, where=f"{layers[i].name}: backward delta @ W.T")
+                    back = matmul(
+                        delta, w_before.T, where=f"{layers[i].name}: backward delta @ W.T"
+                    )
                     delta = trunc_div(back, cache[i - 1][1])
         return loss, correct
 
@@ -213,16 +227,18 @@ class Trainer:
         start = time.perf_counter()
         loss = correct = 0
         steps = -(-x.shape[0] // self.batch_size)
-        for s in range(steps):
-            idx = order[s * self.batch_size : (s + 1) * self.batch_size]
-            batch_loss, batch_correct = self.step(x[idx], targets[idx], lr_inv)
-            loss += batch_loss
-            correct += batch_correct
-            if progress is not None:
-                progress(s + 1, steps)
+        with single_thread_blas():
+            for s in range(steps):
+                idx = order[s * self.batch_size : (s + 1) * self.batch_size]
+                batch_loss, batch_correct = self.step(x[idx], targets[idx], lr_inv)
+                loss += batch_loss
+                correct += batch_correct
+                if progress is not None:
+                    progress(s + 1, steps)
         self.epoch = epoch
-        return EpochResult(epoch, lr_inv, loss, correct, x.shape[0], None, None,
-                           time.perf_counter() - start)
+        return EpochResult(
+            epoch, lr_inv, loss, correct, x.shape[0], None, None, time.perf_counter() - start
+        )
 
     def fit(
         self,
@@ -267,14 +283,27 @@ class Trainer:
         return settings, {f"feedback{i}": b for i, b in enumerate(self.feedback)}
 
     @classmethod
-    def from_state(cls, model: Sequential, settings: dict, arrays: dict[str, np.ndarray],
-                   sample_order=None) -> Trainer:
+    def from_state(
+        cls, model: Sequential, settings: dict, arrays: dict[str, np.ndarray], sample_order=None
+    ) -> Trainer:
         """Rebuild a trainer from :meth:`state` so that training resumes to the same bits."""
-        feedback = [arrays[f"feedback{i}"] for i in range(len(model.layers) - 1)] if (
-            settings["algorithm"] == "dfa") else None
-        trainer = cls(model, settings["algorithm"], settings["lr_inv"], settings["batch_size"],
-                      settings["lr_double_every"], settings["target_value"], settings["seed"],
-                      feedback, sample_order, settings["bp_updated_weights"])
+        feedback = (
+            [arrays[f"feedback{i}"] for i in range(len(model.layers) - 1)]
+            if (settings["algorithm"] == "dfa")
+            else None
+        )
+        trainer = cls(
+            model,
+            settings["algorithm"],
+            settings["lr_inv"],
+            settings["batch_size"],
+            settings["lr_double_every"],
+            settings["target_value"],
+            settings["seed"],
+            feedback,
+            sample_order,
+            settings["bp_updated_weights"],
+        )
         trainer.epoch = int(settings["epoch"])
         trainer.history = [EpochResult(**r) for r in settings.get("history", [])]
         return trainer
