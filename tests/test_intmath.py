@@ -193,3 +193,22 @@ def test_matmul_refuses_floats():
         matmul(
             np.ones((2, 2), dtype=np.int64), np.ones((2, 2), dtype=np.int64), bias=np.zeros((1, 2))
         )
+
+
+@given(st.integers(-(2**31), 2**31 - 1), st.integers(1, 5000), st.integers(0, 2**32))
+def test_stochastic_div_rounds_to_a_neighbour(a, d, seed):
+    from pocketnn.intmath import stochastic_div_
+
+    q = stochastic_div_(np.full(50, a, dtype=np.int64), d, np.random.default_rng(seed))
+    floor = a // d
+    assert set(q.tolist()) <= ({floor} if a % d == 0 else {floor, floor + 1})
+
+
+def test_stochastic_div_is_unbiased():
+    from pocketnn.intmath import stochastic_div_
+
+    rng = np.random.default_rng(0)
+    for a, d in ((-7, 1000), (7, 1000), (-2500, 1000), (123456, 2000)):
+        q = stochastic_div_(np.full(200_000, a, dtype=np.int64), d, rng)
+        # mean of 200k Bernoulli draws: within 5 standard errors of a / d
+        assert abs(q.mean() - a / d) < 5 * 0.5 / np.sqrt(q.size), (a, d)

@@ -236,3 +236,34 @@ def test_one_epoch_on_real_mnist_beats_94_percent(mnist):
     model = build_mlp([784, 100, 50, 10])
     Trainer(model, seed=0).fit(mnist.train_images, mnist.train_labels, epochs=1)
     assert model.count_correct(mnist.test_images, mnist.test_labels) > 9400
+
+
+def test_stochastic_rounding_is_deterministic_across_engines_and_resume(mnist, tmp_path):
+    from pocketnn import load_checkpoint, save
+
+    x, y = mnist.train_images[:1500], mnist.train_labels[:1500]
+    runs = []
+    for engine in ("blas", "int"):
+        with configure(engine=engine):
+            model = build_mlp([784, 20, 10])
+            Trainer(model, seed=5, rounding="stochastic").fit(x, y, 2)
+            runs.append(model)
+    half = build_mlp([784, 20, 10])
+    trainer = Trainer(half, seed=5, rounding="stochastic")
+    trainer.fit(x, y, 1)
+    save(tmp_path / "c.npz", half, *trainer.state())
+    model, state, arrays = load_checkpoint(tmp_path / "c.npz")
+    assert state["rounding"] == "stochastic"
+    Trainer.from_state(model, state, arrays).fit(x, y, 2)
+    runs.append(model)
+    truncating = build_mlp([784, 20, 10])
+    Trainer(truncating, seed=5).fit(x, y, 2)
+    for other in runs[1:]:
+        for la, lb in zip(runs[0].layers, other.layers):
+            assert np.array_equal(la.W, lb.W) and np.array_equal(la.b, lb.b)
+    assert not np.array_equal(runs[0].layers[0].W, truncating.layers[0].W)
+
+
+def test_unknown_rounding_is_refused():
+    with pytest.raises(ValueError, match="rounding"):
+        Trainer(build_mlp([4, 2]), rounding="nearest")

@@ -132,6 +132,21 @@ def trunc_div_scalar_(a: np.ndarray, d: int) -> np.ndarray:
     return a
 
 
+def stochastic_div_(a: np.ndarray, d: int, rng: np.random.Generator) -> np.ndarray:
+    """Divide signed integer ``a`` in place by the positive integer ``d``, rounding at random.
+
+    Each quotient is ``floor(a / d)`` plus one with probability ``(a mod d) / d`` (an exact
+    integer draw from [0, d)), so its expectation is exactly ``a / d``: small updates are
+    kept on average instead of being truncated to zero. Returns ``a``.
+    """
+    if d <= 0:
+        raise ZeroDivisionError(f"stochastic_div_: divisor must be positive, got {d}")
+    remainder = a % d
+    a //= d
+    a += rng.integers(0, d, size=a.shape, dtype=a.dtype) < remainder
+    return a
+
+
 def isqrt(n: int) -> int:
     """Integer square root (the largest r with r*r <= n)."""
     if n < 0:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import get_activation
-from .intmath import INT32_EXACT, INT32_MAX, active_columns, clamp, guard, matmul, trunc_div_scalar_
+from .intmath import (
+    INT32_EXACT,
+    INT32_MAX,
+    active_columns,
+    clamp,
+    guard,
+    matmul,
+    stochastic_div_,
+    trunc_div_scalar_,
+)
 
 WEIGHT_CLAMP = 32767
 """Weights and biases are clamped to [-WEIGHT_CLAMP, WEIGHT_CLAMP] after every update."""
@@ -90,10 +99,18 @@ class Dense:
         self.W = W.astype(self.W.dtype)
         self.b = b.astype(self.b.dtype)
 
-    def update(self, a_prev: np.ndarray, delta: np.ndarray, lr_inv: int) -> None:
+    def update(
+        self,
+        a_prev: np.ndarray,
+        delta: np.ndarray,
+        lr_inv: int,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         """Apply ``W += (a_prev.T @ delta) / -lr_inv`` and ``b += colsum(delta) / -lr_inv``.
 
         One truncating division of the batch-summed product, then a clamp, as the reference.
+        With ``rng``, the division rounds stochastically instead (unbiased; see
+        :func:`~pocketnn.intmath.stochastic_div_`).
         Rows of ``W`` whose input column is zero across the batch get a zero gradient, so
         for raw unsigned input only the other rows are computed and written.
         """
@@ -101,20 +118,28 @@ class Dense:
         a_t = (a_prev if cols is None else a_prev[:, cols]).T
         grad_w = matmul(a_t, delta, where=self._where["update a.T @ delta"])
         grad_b = guard(delta.sum(axis=0, keepdims=True), self._where["update colsum(delta)"])
-        self._descend(self.W, grad_w, lr_inv, cols)
-        self._descend(self.b, grad_b, lr_inv, None)
+        self._descend(self.W, grad_w, lr_inv, cols, rng)
+        self._descend(self.b, grad_b, lr_inv, None, rng)
 
     def _descend(
-        self, param: np.ndarray, grad: np.ndarray, lr_inv: int, rows: np.ndarray | None
+        self,
+        param: np.ndarray,
+        grad: np.ndarray,
+        lr_inv: int,
+        rows: np.ndarray | None,
+        rng: np.random.Generator | None,
     ) -> None:
-        """``param[rows] = clamp(param[rows] - trunc(grad / lr_inv))``.
+        """``param[rows] = clamp(param[rows] - round(grad / lr_inv))``, truncating without rng.
 
-        ``grad`` has passed the int32 guard, so when ``lr_inv`` and ``clamp + 2**31 / lr_inv``
+        ``grad`` has passed the int32 guard, so when ``lr_inv`` and ``clamp + 2**31 / lr_inv + 1``
         fit int32 as well the whole update runs in int32 (half the memory traffic), exactly.
         """
-        narrow = lr_inv <= INT32_MAX and self.weight_clamp + INT32_EXACT // lr_inv <= INT32_MAX
+        narrow = lr_inv <= INT32_MAX and self.weight_clamp + INT32_EXACT // lr_inv + 1 <= INT32_MAX
         step = grad.astype(np.int32) if narrow else grad
-        trunc_div_scalar_(step, lr_inv)
+        if rng is None:
+            trunc_div_scalar_(step, lr_inv)
+        else:
+            stochastic_div_(step, lr_inv, rng)
         np.subtract(param if rows is None else param[rows], step, out=step)
         clamp(step, -self.weight_clamp, self.weight_clamp)
         if rows is None:

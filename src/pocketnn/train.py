@@ -24,7 +24,8 @@ from .losses import TARGET_VALUE, l2_loss, one_hot
 from .model import Sequential
 
 ALGORITHMS = ("dfa", "bp")
-_STREAM_FEEDBACK, _STREAM_INIT, _STREAM_ORDER = 1, 2, 3
+ROUNDINGS = ("trunc", "stochastic")
+_STREAM_FEEDBACK, _STREAM_INIT, _STREAM_ORDER, _STREAM_ROUNDING = 1, 2, 3, 4
 
 
 def init_range(n_in: int, n_out: int, limit: int = 32767) -> int:
@@ -104,6 +105,10 @@ class Trainer:
     sample_order : epoch -> permutation, or a sequence of permutations (index epoch - 1)
     bp_updated_weights : backprop propagates through the weights *after* their update, as
         the reference does; ``False`` gives textbook backprop
+    rounding : how the update ``(a.T @ delta) / -lr_inv`` is rounded: ``"trunc"`` toward
+        zero, as the reference; ``"stochastic"`` up or down at random with the probabilities
+        that make it unbiased (integer draws seeded by ``seed`` and the epoch), so updates
+        smaller than ``lr_inv`` are not lost
 
     Examples
     --------
@@ -125,11 +130,14 @@ class Trainer:
         feedback: Sequence[np.ndarray] | None = None,
         sample_order: Callable[[int], np.ndarray] | Sequence[np.ndarray] | None = None,
         bp_updated_weights: bool = True,
+        rounding: str = "trunc",
     ) -> None:
-        if algorithm not in ALGORITHMS:
-            raise ValueError(
-                f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
-            )
+        for label, value, allowed in (
+            ("algorithm", algorithm, ALGORITHMS),
+            ("rounding", rounding, ROUNDINGS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {label} {value!r}; choose one of {', '.join(allowed)}")
         for label, value, low in (
             ("lr_inv", lr_inv, 1),
             ("batch_size", batch_size, 1),
@@ -146,6 +154,9 @@ class Trainer:
         self.target_value = int(target_value)
         self.seed = int(seed)
         self.bp_updated_weights = bool(bp_updated_weights)
+        self.rounding = rounding
+        self._rounding_rng: np.random.Generator | None = None
+        self._rounding_epoch = 0
         self.sample_order = sample_order
         self.feedback: list[np.ndarray] = []
         if algorithm == "dfa":
@@ -195,22 +206,36 @@ class Trainer:
         loss, e = l2_loss(output, targets)
         correct = int(np.count_nonzero(output.argmax(axis=1) == targets.argmax(axis=1)))
         layers = self.model.layers
+        rng = self._rounding_for(self.epoch + 1)
         if self.algorithm == "dfa":
             for layer, (a_prev, g), b in zip(layers[:-1], cache[:-1], self.feedback):
                 err = matmul(e, b, where=f"{layer.name}: feedback e @ B")
-                layer.update(a_prev, trunc_div(err, g), lr_inv)
-            layers[-1].update(cache[-1][0], trunc_div(e, cache[-1][1]), lr_inv)
+                layer.update(a_prev, trunc_div(err, g), lr_inv, rng)
+            layers[-1].update(cache[-1][0], trunc_div(e, cache[-1][1]), lr_inv, rng)
         else:
             delta = trunc_div(e, cache[-1][1])
             for i in range(len(layers) - 1, -1, -1):
                 w_before = layers[i].W if self.bp_updated_weights else layers[i].W.copy()
-                layers[i].update(cache[i][0], delta, lr_inv)
+                layers[i].update(cache[i][0], delta, lr_inv, rng)
                 if i:
                     back = matmul(
                         delta, w_before.T, where=f"{layers[i].name}: backward delta @ W.T"
                     )
                     delta = trunc_div(back, cache[i - 1][1])
         return loss, correct
+
+    def _rounding_for(self, epoch: int) -> np.random.Generator | None:
+        """The stochastic-rounding stream of an epoch (None when rounding truncates).
+
+        One stream per epoch, seeded by ``[seed, stream, epoch]``, so a resumed run draws
+        exactly what an uninterrupted one would.
+        """
+        if self.rounding == "trunc":
+            return None
+        if self._rounding_rng is None or self._rounding_epoch != epoch:
+            self._rounding_rng = np.random.default_rng([self.seed, _STREAM_ROUNDING, epoch])
+            self._rounding_epoch = epoch
+        return self._rounding_rng
 
     def train_epoch(
         self,
@@ -277,6 +302,7 @@ class Trainer:
             "target_value": self.target_value,
             "seed": self.seed,
             "bp_updated_weights": self.bp_updated_weights,
+            "rounding": self.rounding,
             "epoch": self.epoch,
             "history": [vars(r) for r in self.history],
         }
@@ -303,6 +329,7 @@ class Trainer:
             feedback,
             sample_order,
             settings["bp_updated_weights"],
+            settings.get("rounding", "trunc"),
         )
         trainer.epoch = int(settings["epoch"])
         trainer.history = [EpochResult(**r) for r in settings.get("history", [])]
