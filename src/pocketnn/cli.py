@@ -17,8 +17,9 @@ import numpy as np
 
 from . import __version__
 from .datasets import DatasetError, load_dataset, read_idx
+from .fileio import atomic_write_bytes
 from .intmath import ENGINES, OVERFLOW_POLICIES, IntegerOverflowError, configure
-from .model import ModelFileError, Sequential, atomic_write_bytes, build_mlp, load_checkpoint, save
+from .model import ModelFileError, Sequential, build_mlp, load_checkpoint, save
 from .train import ALGORITHMS, ROUNDINGS, EpochResult, Trainer, he_init
 
 PAPER_ARCHS = {"mnist": "784-100-50-10", "fashion-mnist": "784-200-100-50-10"}

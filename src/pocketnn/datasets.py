@@ -13,7 +13,6 @@ Command line: ``python -m pocketnn.datasets fetch mnist fashion-mnist``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import gzip
 import hashlib
@@ -32,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_write_bytes
 
 __all__ = [
     "Dataset",
@@ -201,22 +202,6 @@ def _to_dataset(name: str, arrays: dict[str, np.ndarray], where: dict[str, str])
     return Dataset(name, *split["train"], *split["t10k"], classes=CLASSES[name])
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _run(cmd: list[str], cwd: Path) -> None:
     try:
         subprocess.run(
@@ -365,7 +350,7 @@ def _obtain(name: str, data_dir, cache_dir, sources, verbose: bool, strict_cache
         if source != "cache":
             try:
                 for stem in STEMS:
-                    _atomic_write(cache / stem, raw[stem])
+                    atomic_write_bytes(cache / stem, raw[stem])
             except OSError as e:
                 if strict_cache:
                     raise DatasetError(f"{name}: cannot write cache {cache}: {e}") from e

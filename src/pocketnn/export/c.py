@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ..activations import K_BIT, SIGMOID_PIECES, TABLE_HIGH, TABLE_LOW, TANH_PIECES, Piece
+from ..fileio import atomic_write_bytes
 from ..intmath import INT32_MAX, INT32_MIN
 from ..losses import TARGET_VALUE
-from ..model import Sequential, atomic_write_bytes, load_checkpoint
+from ..model import Sequential, load_checkpoint
 
 INT64_MAX = 2**63 - 1
 INPUT_MAX = 255
