@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pocketnn import Trainer, build_mlp, configure  # noqa: E402
 from pocketnn.datasets import load_dataset  # noqa: E402
-from pocketnn.intmath import ENGINES, single_thread_blas  # noqa: E402
+from pocketnn.intmath import DEFAULT_ENGINE, ENGINES, single_thread_blas  # noqa: E402
 
 PAPER_NETS = {"mnist": [784, 100, 50, 10], "fashion-mnist": [784, 200, 100, 50, 10]}
 REFERENCE = {  # the C++ reference, one core, -O3 (docs/performance.md)
@@ -106,7 +106,12 @@ def _seconds(fn) -> float:
 
 
 def train_seconds(dims, x, y, batch_size: int, samples: int) -> float:
-    """Seconds of one epoch, timing ``samples`` of it and scaling to the full ``len(x)``."""
+    """Seconds of one epoch, timing ``samples`` of it and scaling to the full ``len(x)``.
+
+    One untimed step first: the ``fused`` engine's one-off JIT compile or cache load (see
+    :func:`fused_first_step_seconds`) is not part of an epoch.
+    """
+    Trainer(build_mlp(dims), batch_size=batch_size).train_epoch(x[:batch_size], y[:batch_size])
     model = build_mlp(dims)
     trainer = Trainer(model, batch_size=batch_size, seed=0)
     result = trainer.train_epoch(x[:samples], y[:samples])
@@ -123,11 +128,11 @@ def pass_seconds(dims, x, y, x_test, repeats: int = 3) -> float:
 
 def peak_rss_mb(engine: str, dataset: str) -> float:
     """Peak RSS of a whole ``pocketnn train --epochs 1`` run (train, test, save) in a child."""
-    code = (
-        "import resource, sys\n"
+    code = (  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent
+        "import sys\n"
         "from pocketnn.cli import main\n"
         "rc = main(sys.argv[1:])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
         "sys.exit(rc)\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,6 +145,34 @@ def peak_rss_mb(engine: str, dataset: str) -> float:
     if out.returncode != 0:
         raise RuntimeError(f"training run failed: {out.stderr.strip()}")
     return int(out.stdout.split()[-1]) / 1024
+
+
+def fused_first_step_seconds() -> dict | None:
+    """Seconds of the first ``fused`` training step in a fresh process: JIT compile, cache load.
+
+    The first child compiles into an empty numba cache directory; the second loads what the
+    first cached. Both include importing numba.
+    """
+    if "fused" not in ENGINES or DEFAULT_ENGINE != "fused":
+        return None
+    code = (
+        "import time, numpy as np\n"
+        "from pocketnn import Trainer, build_mlp, configure\n"
+        "x = np.random.default_rng(0).integers(0, 256, (20, 784)).astype(np.uint8)\n"
+        "start = time.perf_counter()\n"
+        "with configure(engine='fused'):\n"
+        "    Trainer(build_mlp([784, 100, 50, 10])).train_epoch(x, np.arange(20) % 10)\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), NUMBA_CACHE_DIR=cache)
+        for label in ("compile_s", "cached_s"):
+            run = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+            )
+            out[label] = float(run.stdout.split()[-1])
+    return out
 
 
 def torch_epoch_seconds(dims, x, y, batch_size: int, samples: int, threads: int) -> float | None:
@@ -176,6 +209,7 @@ def torch_epoch_seconds(dims, x, y, batch_size: int, samples: int, threads: int)
 def run(args: argparse.Namespace) -> dict:
     report: dict = {"machine": machine(), "quick": args.quick, "engines": {}, "sweep": {}}
     report["float64_gemm_gops"] = float64_ceiling()
+    report["fused_first_step"] = fused_first_step_seconds()
     samples = 12000 if args.quick else None
     data = {name: load_dataset(name) for name in args.datasets}
     for engine in args.engines:
@@ -237,6 +271,12 @@ def table(report: dict) -> str:
     ]
     if report["quick"]:
         lines.append("--quick: epochs timed on 12000 samples and scaled to 60000")
+    first = report.get("fused_first_step")
+    if first:
+        lines.append(
+            f"fused engine, first step in a new process: {first['compile_s']:.1f} s with JIT "
+            f"compilation, {first['cached_s']:.2f} s from numba's cache (numba import included)"
+        )
     head = f"{'engine':8s} {'network':14s} {'epoch s':>8s} {'vs C++':>7s} {'test s':>7s}"
     head += f" {'img/s':>9s} {'Gop/s':>6s} {'RSS MB':>7s}"
     lines += ["", head, "-" * len(head)]
@@ -272,17 +312,21 @@ def table(report: dict) -> str:
 
 
 def targets(report: dict) -> list[str]:
-    """The issue's targets, each marked met or missed with the measured figure."""
+    """The issue's targets, each marked met or missed with the measured figure.
+
+    The epoch targets are about the default engine (``fused`` when numba is installed).
+    """
     rows = []
-    blas = report["engines"].get("blas", {})
-    mnist = blas.get("mnist")
+    default = report["engines"].get(DEFAULT_ENGINE, {})
+    mnist = default.get("mnist")
 
     def mark(ok: bool, text: str) -> None:
         rows.append(f"[{'met ' if ok else 'MISS'}] {text}")
 
     if mnist:
         mark(
-            mnist["epoch_s"] <= TARGETS["epoch_s"], f"MNIST epoch {mnist['epoch_s']:.2f} s <= 0.85"
+            mnist["epoch_s"] <= TARGETS["epoch_s"],
+            f"MNIST epoch ({DEFAULT_ENGINE}) {mnist['epoch_s']:.2f} s <= 0.85",
         )
         mark(mnist["test_s"] <= TARGETS["test_s"], f"MNIST test pass {mnist['test_s']:.3f} <= 0.05")
         if "peak_rss_mb" in mnist:
@@ -298,7 +342,7 @@ def targets(report: dict) -> list[str]:
     if int_mnist:
         speedup = REFERENCE["mnist"]["epoch_s"] / int_mnist["epoch_s"]
         mark(speedup >= TARGETS["int_speedup"], f"int engine {speedup:.1f}x the reference >= 3x")
-    fashion = blas.get("fashion-mnist")
+    fashion = default.get("fashion-mnist")
     if fashion:
         mark(
             fashion["epoch_s"] <= TARGETS["fashion_s"],

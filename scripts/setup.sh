@@ -14,11 +14,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 if [ "$dev" = 1 ]; then
-  .venv/bin/python -m pip install --quiet -e ".[test,images]"
+  .venv/bin/python -m pip install --quiet -e ".[fast,test,images]"
   if [ -f .ci/install-arm.sh ]; then
     bash .ci/install-arm.sh
   fi
 else
-  .venv/bin/python -m pip install --quiet -e .
+  .venv/bin/python -m pip install --quiet -e ".[fast]"
 fi
 .venv/bin/python -m pocketnn.datasets fetch mnist fashion-mnist

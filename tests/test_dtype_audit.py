@@ -99,10 +99,17 @@ def test_int_engine_has_no_float_anywhere(mnist, tmp_path, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ["dfa", "bp"])
-def test_blas_engine_confines_floats_to_the_exact_matmul_buffers(mnist, tmp_path, algorithm):
-    with configure(engine="blas", overflow="wrap"):
+@pytest.mark.parametrize("engine", ["blas", "fused"])
+def test_blas_engine_confines_floats_to_the_exact_matmul_buffers(
+    mnist, tmp_path, algorithm, engine
+):
+    """Also the ``fused`` engine: its kernels are compiled code, audited in test_fused.py."""
+    if engine == "fused":
+        pytest.importorskip("numba")
+    with configure(engine=engine, overflow="wrap"):
         found, frames = audit(training_session(mnist, tmp_path, algorithm), BLAS_FLOAT_FRAMES)
     assert "_as_float64" in frames
+    assert ("dfa_step" in frames) == (engine == "fused" and algorithm == "dfa")
     assert found == []
 
 

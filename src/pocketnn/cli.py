@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .datasets import DatasetError, load_dataset, read_idx
 from .fileio import atomic_write_bytes
-from .intmath import ENGINES, OVERFLOW_POLICIES, IntegerOverflowError, configure
+from .intmath import DEFAULT_ENGINE, ENGINES, OVERFLOW_POLICIES, IntegerOverflowError, configure
 from .model import ModelFileError, Sequential, build_mlp, load_checkpoint, save
 from .train import ALGORITHMS, ROUNDINGS, EpochResult, Trainer, he_init
 
@@ -345,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine",
         choices=ENGINES,
-        default="blas",
-        help="exact matmul engine (all give the same bits; default blas)",
+        default=DEFAULT_ENGINE,
+        help=f"exact integer engine; all give the same bits (default here: {DEFAULT_ENGINE})",
     )
     p.add_argument(
         "--overflow",
@@ -412,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except (
         CLIError,
+        ImportError,
         DatasetError,
         ModelFileError,
         IntegerOverflowError,

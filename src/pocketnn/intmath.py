@@ -16,7 +16,11 @@ The matrix product has interchangeable engines that all return the same integers
 ``"blas"``
     float64 BLAS, used only when a bound check proves every partial sum is an integer of
     magnitude below 2**53 (so float64 represents it exactly, whatever order BLAS adds in);
-    otherwise it falls back to ``"int"``. This is the default: same bits, much faster.
+    otherwise it falls back to ``"int"``. Same bits as ``"int"``, much faster.
+``"fused"``
+    ``"blas"`` for every product, and a DFA training step whose small operations run in
+    compiled integer kernels (:mod:`pocketnn.fused`, needs numba: ``pocketnn[fast]``). The
+    default when numba is installed, else ``"blas"`` is.
 
 Why both give the same bits: integer addition is associative, so any summation order gives
 the exact sum as long as no partial sum leaves the range of the accumulator; each engine
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +44,9 @@ INT64_SAFE = 2**63 - 1
 FLOAT64_EXACT = 2**53
 INT32_EXACT = 2**31
 
-ENGINES = ("blas", "int")
+ENGINES = ("fused", "blas", "int")
+FUSED_HINT = "the 'fused' engine needs numba: pip install 'pocketnn[fast]'"
+DEFAULT_ENGINE = "fused" if importlib.util.find_spec("numba") is not None else "blas"
 OVERFLOW_POLICIES = ("raise", "wrap")
 
 
@@ -51,7 +58,7 @@ class IntegerOverflowError(OverflowError):
 class Settings:
     """Process-wide arithmetic settings; change them with :func:`configure`."""
 
-    engine: str = "blas"
+    engine: str = DEFAULT_ENGINE
     overflow: str = "raise"
 
 
@@ -69,6 +76,8 @@ def configure(engine: str | None = None, overflow: str | None = None) -> Iterato
     """
     _check_choice("engine", engine, ENGINES)
     _check_choice("overflow", overflow, OVERFLOW_POLICIES)
+    if engine == "fused" and importlib.util.find_spec("numba") is None:
+        raise ImportError(FUSED_HINT)
     saved = Settings(settings.engine, settings.overflow)
     try:
         if engine is not None:
@@ -266,7 +275,7 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, where: str = "matmul") -> tuple[n
         raise TypeError(f"{where}: expected integer arrays, got {a.dtype} and {b.dtype}")
     unit = magnitude(a) * magnitude(b)
     bound = unit * a.shape[-1]
-    if settings.engine == "blas" and bound < FLOAT64_EXACT:
+    if settings.engine != "int" and bound < FLOAT64_EXACT:
         return _blas_product(a, b), bound
     if bound > INT64_SAFE:
         raise IntegerOverflowError(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import intmath
 from .intmath import isqrt, matmul, single_thread_blas, trunc_div
 from .losses import TARGET_VALUE, l2_loss, one_hot
 from .model import Sequential
@@ -202,11 +203,19 @@ class Trainer:
     ) -> tuple[int, int]:
         """One training step on a batch; returns (summed loss, correct predictions) before it."""
         lr_inv = self.lr_inv if lr_inv is None else lr_inv
+        rng = self._rounding_for(self.epoch + 1)
+        if self.algorithm == "dfa" and intmath.settings.engine == "fused":
+            from . import fused  # imports numba: only when the engine is selected
+
+            plan = fused.plan_for(self.model, self.feedback, x, lr_inv)
+            if plan is not None:  # else (unsupported model): the blas step below
+                result = fused.dfa_step(self.model, self.feedback, x, targets, lr_inv, rng, plan)
+                if result is not None:
+                    return result
         output, cache = self.model.forward(x)
         loss, e = l2_loss(output, targets)
         correct = int(np.count_nonzero(output.argmax(axis=1) == targets.argmax(axis=1)))
         layers = self.model.layers
-        rng = self._rounding_for(self.epoch + 1)
         if self.algorithm == "dfa":
             for layer, (a_prev, g), b in zip(layers[:-1], cache[:-1], self.feedback):
                 err = matmul(e, b, where=f"{layer.name}: feedback e @ B")

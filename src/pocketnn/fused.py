@@ -1,0 +1,471 @@
+"""The ``"fused"`` engine: a whole DFA training step in two compiled integer kernels.
+
+At batch 20 a step of the ``blas`` engine is two large products (layer 1 forward and
+update over the active pixel columns) plus ~100 small numpy calls, whose dispatch overhead
+dominates. This engine keeps the two large products exactly as ``blas`` computes them
+(:func:`pocketnn.intmath.matmul`: float64 BLAS under the bound check that proves it exact,
+with the same int32 guard) and replaces everything else by two numba kernels that use
+integer instructions only:
+
+* :func:`dfa_deltas` (no writes to the model): activation of layer 1, forward of layers
+  2..L, loss and correct count, ``e``, ``e @ B_l``, every delta, the update products and
+  bias sums of layers 2..L and every int32 guard, in the order the ``blas`` step checks them;
+* :func:`apply_updates`: ``W[rows] = clamp(W[rows] - round(grad / lr_inv))`` and the same
+  for ``b``, layer after layer, writing the int16/int32 parameters in place.
+
+Why the bits are those of the ``blas`` engine:
+
+* every sum is accumulated in int64, and the caller only runs the kernels where a bound
+  proves that no partial sum leaves int64 (activations are at most 127 in magnitude,
+  deltas and gradients pass the int32 guard, see :func:`plan_for`); integer addition is
+  associative, so the summation order does not matter;
+* divisions truncate toward zero as C does. Divisors are positive and dividends lie in the
+  int32 range (every dividend has passed an int32 guard), so :func:`tdiv` divides by a
+  multiply and a shift with the Granlund-Montgomery "magic" numbers of :func:`magic`,
+  exact for every dividend in that range (see its docstring);
+* the guards compute the minimum and maximum of the whole array, raise (through
+  :func:`pocketnn.intmath.guard`, for the identical message) at the first failing check in
+  the ``blas`` step's order, and update exactly the layers that ``blas`` would have updated
+  before that check; under ``overflow="wrap"`` they wrap each value to int32 as
+  :func:`pocketnn.intmath.wrap_int32` does (the identity on values already in range);
+* activations read the tables of :mod:`pocketnn.activations` after the same pre-scaling;
+* stochastic rounding uses draws made in Python by the same ``rng.integers`` calls, in the
+  same order, shapes and dtypes as :meth:`pocketnn.layers.Dense._descend`.
+
+Anything the kernels do not cover (backprop, other activations, huge divisors or targets,
+mixed parameter dtypes) returns ``None`` from :func:`plan_for`, and the trainer runs the
+``blas`` step instead. Compiled code is cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+
+from . import activations as act
+from .intmath import (
+    FUSED_HINT,
+    INT32_EXACT,
+    INT32_MAX,
+    INT32_MIN,
+    INT64_SAFE,
+    _dtype_magnitude,
+    active_columns,
+    guard,
+    matmul,
+    settings,
+)
+
+try:
+    from numba import njit
+except ImportError as exc:  # pragma: no cover - exercised only without numba
+    raise ImportError(FUSED_HINT) from exc
+
+EDGE = INT32_EXACT
+"""2**31: the one dividend magnitude (-2**31) outside the multiply-shift's proven range."""
+MAX_WIDTH = 1 << 23
+"""Layer widths and batch rows up to this keep every int64 sum provably exact."""
+UNSUPPORTED = -2
+"""Site code of :func:`dfa_deltas` for targets too large for the bound; ``blas`` runs instead."""
+_OPERATIONS = ("forward a @ W + b", "feedback e @ B", "update a.T @ delta", "update colsum(delta)")
+
+
+def magic(d: int) -> tuple[int, int, int]:
+    """``(m, s, edge)`` such that :func:`tdiv` divides by ``d`` (``1 <= d <= 2**31``).
+
+    With ``l = ceil(log2 d)``, ``s = 31 + l`` and ``m = ceil(2**s / d)``, the error
+    ``m * d - 2**s`` is below ``d <= 2**l``, which by Granlund & Montgomery (1994,
+    theorem 4.2, N = 31) gives ``floor(n * m / 2**s) == floor(n / d)`` for every
+    ``0 <= n < 2**31``; ``m <= 2**32``, so ``n * m < 2**63`` fits int64. ``edge`` is the
+    quotient of the remaining magnitude ``2**31``.
+    """
+    if not 1 <= d <= EDGE:
+        raise ValueError(f"magic: divisor must lie in [1, 2**31], got {d}")
+    s = 31 + (d - 1).bit_length()
+    return -(-(1 << s) // d), s, EDGE // d
+
+
+@njit(cache=True)
+def tdiv(n, m, s, edge):
+    """C's ``n / d`` for ``|n| <= 2**31``, with ``(m, s, edge) = magic(d)``."""
+    a = -n if n < 0 else n
+    q = (min(a, EDGE - 1) * m) >> s
+    if a == EDGE:
+        q = edge
+    return -q if n < 0 else q
+
+
+@njit(cache=True)
+def _guard(x, wrap):
+    """0 if ``x`` fits int32 (wrapping it in place under ``wrap``), else its worst value.
+
+    The worst value is the maximum if that is too large, else the minimum, as
+    :func:`pocketnn.intmath.guard` reports it.
+    """
+    lo, hi = x.min(), x.max()
+    if lo >= INT32_MIN and hi <= INT32_MAX:
+        return 0
+    if not wrap:
+        return hi if hi > INT32_MAX else lo
+    flat = x.reshape(-1)
+    for i in range(flat.size):
+        flat[i] = ((flat[i] - INT32_MIN) & 0xFFFFFFFF) + INT32_MIN
+    return 0
+
+
+@njit(cache=True)
+def _product(a, b, out):
+    """``out += a @ b`` (rows of ``b`` streamed, so the inner loop is contiguous).
+
+    Called with ``a.T`` for the update products ``a.T @ delta``.
+    """
+    for i in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            aik = a[i, k]
+            if aik != 0:
+                for j in range(b.shape[1]):
+                    out[i, j] += aik * b[k, j]
+
+
+@njit(cache=True)
+def _activate(z, spec, table_y):
+    """``(y, index)``: pre-scale ``z`` by ``spec``'s divisor, clip, read ``table_y``."""
+    y = np.empty_like(z)
+    index = np.empty_like(z)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            x = tdiv(z[i, j], spec[0], spec[1], spec[2])
+            k = min(max(x, spec[3]), spec[4]) - spec[3]
+            index[i, j] = k
+            y[i, j] = table_y[k]
+    return y, index
+
+
+@njit(cache=True)
+def _divide_by_g(err, index, table, out):
+    """``out = err / g`` truncating, ``g`` given by its table index (magic in ``table``)."""
+    for i in range(err.shape[0]):
+        for j in range(err.shape[1]):
+            k = index[i, j]
+            out[i, j] = tdiv(err[i, j], table[1, k], table[2, k], table[3, k])
+
+
+@njit(cache=True)
+def _column_sums(d, out):
+    out.fill(0)
+    for i in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            out[0, j] += d[i, j]
+
+
+@njit(cache=True)
+def _first_argmax(row):
+    best = 0
+    for j in range(1, row.size):
+        if row[j] > row[best]:
+            best = j
+    return best
+
+
+@njit(cache=True)
+def dfa_deltas(
+    z1,
+    weights,
+    biases,
+    feedback,
+    targets,
+    specs,
+    tables,
+    target_limit,
+    wrap,
+    delta1,
+    grads,
+    grad_b,
+):
+    """Everything of a DFA step between layer 1's two products; writes no parameter.
+
+    Parameters
+    ----------
+    z1 : int64 (n, h1), layer 1's guarded pre-activation
+    weights, biases : tuples of every layer's ``W`` and ``b`` (read only)
+    feedback : tuple of the DFA matrices ``B_l``, one per hidden layer
+    targets : int64 (n, n_classes)
+    specs : int64 (L, 5), per layer the pre-scaling divisor's magic and the table's index
+        range ``(m, s, edge, low, high)``
+    tables : int64 (L, 4, T), per layer the outputs and the magic of the gradient inverses
+    target_limit : largest ``|target|`` the int64 bound allows
+    wrap : the ``"wrap"`` overflow policy instead of ``"raise"``
+    delta1 : int64 (n, h1), receives layer 1's delta
+    grads : int64 arrays receiving ``a.T @ delta`` of layers 2..L
+    grad_b : int64 (1, width) arrays receiving every layer's ``colsum(delta)``
+
+    Returns
+    -------
+    ``(loss, correct, site, worst)``: ``site`` is -1 when every guard passed, else
+    ``4 * layer + operation`` (an index of ``_OPERATIONS``) of the first failing guard and
+    ``worst`` its reported value; :data:`UNSUPPORTED` for too large targets.
+    """
+    n = z1.shape[0]
+    n_layers = len(weights)
+    if np.abs(targets).max() > target_limit:
+        return 0, 0, UNSUPPORTED, 0
+    y, index = _activate(z1, specs[0], tables[0, 0])
+    ys, indices = [y], [index]
+    for layer in range(1, n_layers):
+        w, b = weights[layer], biases[layer]
+        z = np.empty((n, w.shape[1]), dtype=np.int64)
+        for i in range(n):
+            for j in range(z.shape[1]):
+                z[i, j] = b[0, j]
+        _product(ys[layer - 1], w, z)
+        worst = _guard(z, wrap)
+        if worst != 0:
+            return 0, 0, 4 * layer, worst
+        y, index = _activate(z, specs[layer], tables[layer, 0])
+        ys.append(y)
+        indices.append(index)
+    e = np.empty_like(targets)
+    loss = 0
+    correct = 0
+    for i in range(n):
+        for j in range(e.shape[1]):
+            e[i, j] = ys[n_layers - 1][i, j] - targets[i, j]
+            loss += e[i, j] * e[i, j] // 2
+        correct += _first_argmax(ys[n_layers - 1][i]) == _first_argmax(targets[i])
+    for layer in range(n_layers):
+        err = e
+        if layer < n_layers - 1:
+            err = np.zeros((n, feedback[layer].shape[1]), dtype=np.int64)
+            _product(e, feedback[layer], err)
+            worst = _guard(err, wrap)
+            if worst != 0:
+                return loss, correct, 4 * layer + 1, worst
+        delta = delta1 if layer == 0 else np.empty_like(err)
+        _divide_by_g(err, indices[layer], tables[layer], delta)
+        if layer > 0:
+            grad = grads[layer - 1]
+            grad.fill(0)
+            _product(ys[layer - 1].T, delta, grad)
+            worst = _guard(grad, wrap)
+            if worst != 0:
+                return loss, correct, 4 * layer + 2, worst
+        _column_sums(delta, grad_b[layer])
+        worst = _guard(grad_b[layer], wrap)
+        if worst != 0:
+            return loss, correct, 4 * layer + 3, worst
+    return loss, correct, -1, 0
+
+
+@njit(cache=True)
+def _descend(param, rows, grad, lr, clamp, draws, pos):
+    """``param[rows[r]] = clamp(param[rows[r]] - round(grad[r] / lr))`` for every ``r``.
+
+    Truncating when ``draws`` is empty; else ``floor`` plus one when the draw (from
+    ``draws[pos:]``) is below the non-negative remainder, as
+    :func:`pocketnn.intmath.stochastic_div_`. Returns the position after the draws used.
+    """
+    m, s, edge, d = lr[0], lr[1], lr[2], lr[3]  # locals: the loops then vectorise
+    for r in range(grad.shape[0]):
+        p, g = param[rows[r]], grad[r]
+        if draws.size == 0:
+            for j in range(g.size):
+                p[j] = min(max(p[j] - tdiv(g[j], m, s, edge), -clamp), clamp)
+            continue
+        for j in range(g.size):
+            q = tdiv(g[j], m, s, edge)
+            rem = g[j] - q * d
+            if rem < 0:
+                q -= 1
+                rem += d
+            q += draws[pos + j] < rem
+            p[j] = min(max(p[j] - q, -clamp), clamp)
+        pos += g.size
+    return pos
+
+
+@njit(cache=True)
+def apply_updates(weights, biases, rows, grads, grad_b, upto, lr, clamps, draws):
+    """Update layers ``0..upto-1`` in place, ``W`` then ``b`` per layer, as ``blas`` does.
+
+    ``rows`` are the rows of layer 1's ``W`` that ``grads[0]`` covers; ``lr`` is
+    ``magic(lr_inv) + (lr_inv,)``; ``draws`` is empty for truncation, else every draw of
+    the step in the order the ``blas`` engine makes them.
+    """
+    pos = 0
+    every_row = np.empty(max([g.shape[0] for g in grads]), dtype=np.int64)
+    for i in range(every_row.size):  # not np.arange: numba sizes it in floating point
+        every_row[i] = i
+    first_row = every_row[:1]
+    for layer in range(upto):
+        grad = grads[layer]
+        w_rows = rows if layer == 0 else every_row
+        pos = _descend(weights[layer], w_rows, grad, lr, clamps[layer], draws, pos)
+        pos = _descend(biases[layer], first_row, grad_b[layer], lr, clamps[layer], draws, pos)
+
+
+class Plan(NamedTuple):
+    """What the kernels need to know about a model, computed once per configuration."""
+
+    specs: np.ndarray
+    tables: np.ndarray
+    clamps: np.ndarray
+
+
+def _table_activations() -> dict:
+    """Activation function -> ``(divisor of n_in, low, outputs, gradient inverses)``.
+
+    Pocket tanh and sigmoid reuse the tables of :mod:`pocketnn.activations`; pocket ReLU is
+    tabulated by calling it on [-1, 128], beyond which it is constant.
+    """
+    relu_x = np.arange(-1, 129, dtype=np.int64)
+    return {
+        act.pocket_tanh: (act.tanh_divisor, act.TABLE_LOW, act._TANH_Y, act._TANH_G),
+        act.pocket_sigmoid: (
+            lambda n: 1 << act.K_BIT,
+            act.TABLE_LOW,
+            act._SIGMOID_Y,
+            act._SIGMOID_G,
+        ),
+        act.pocket_relu8bit: (lambda n: 1, -1, *act.pocket_relu8bit(relu_x)),
+    }
+
+
+TABLE_ACTIVATIONS = _table_activations()
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(layer_keys: tuple) -> Plan | None:
+    width = max(len(TABLE_ACTIVATIONS[fn][2]) for fn in TABLE_ACTIVATIONS)
+    specs = np.zeros((len(layer_keys), 5), dtype=np.int64)
+    tables = np.ones((len(layer_keys), 4, width), dtype=np.int64)
+    for i, (fn, n_in, _) in enumerate(layer_keys):
+        if fn not in TABLE_ACTIVATIONS:
+            return None
+        divisor, low, table_y, table_g = TABLE_ACTIVATIONS[fn]
+        specs[i] = (*magic(divisor(n_in)), low, low + len(table_y) - 1)
+        tables[i, 0, : len(table_y)] = table_y
+        tables[i, 1:, : len(table_g)] = np.array([magic(int(g)) for g in table_g]).T
+    return Plan(specs, tables, np.array([key[2] for key in layer_keys], dtype=np.int64))
+
+
+def plan_for(model, feedback, x: np.ndarray, lr_inv: int) -> Plan | None:
+    """The kernels' plan for this step, or None where the ``blas`` step must run.
+
+    Supported: DFA on two or more layers whose activations are in
+    :data:`TABLE_ACTIVATIONS`, one parameter dtype and one feedback dtype of at most 32
+    bits (C-contiguous arrays), ``lr_inv <= INT32_MAX`` and widths and batch rows up to
+    :data:`MAX_WIDTH`; together with the activations' bound of 127 these keep every int64
+    sum exact and every divisor within :func:`magic`'s range.
+    """
+    layers = model.layers
+    if len(layers) < 2 or lr_inv > INT32_MAX or x.shape[0] > MAX_WIDTH:
+        return None
+    params = [p for layer in layers for p in (layer.W, layer.b)]
+    if len({p.dtype for p in params}) != 1 or len({b.dtype for b in feedback}) != 1:
+        return None
+    if feedback[0].dtype.itemsize > 4 or feedback[0].dtype.kind not in "iu":
+        return None
+    if not all(a.flags.c_contiguous for a in (*params, *feedback)):
+        return None
+    if max(model.dims) > MAX_WIDTH:
+        return None
+    return _plan(tuple((layer.activation, layer.n_in, layer.weight_clamp) for layer in layers))
+
+
+def _target_limit(feedback, n_classes: int) -> int:
+    """Largest ``|target|`` for which ``e @ B`` provably stays in int64 and ``|e| < 2**31``."""
+    unit = _dtype_magnitude(feedback[0].dtype) * n_classes
+    return min(INT32_MAX - 127, INT64_SAFE // unit - 127)
+
+
+def _update_dtype(layer, lr_inv: int) -> type:
+    """The dtype :meth:`pocketnn.layers.Dense._descend` draws stochastic rounding in."""
+    narrow = lr_inv <= INT32_MAX and layer.weight_clamp + INT32_EXACT // lr_inv + 1 <= INT32_MAX
+    return np.int32 if narrow else np.int64
+
+
+def _draws(rng, layers, shapes, lr_inv: int) -> np.ndarray:
+    """Stochastic rounding draws of the given layers: ``W`` then ``b``, layer after layer."""
+    parts = [np.zeros(0, dtype=np.int64)]
+    for layer, shape in zip(layers, shapes):
+        dtype = _update_dtype(layer, lr_inv)
+        for size in (shape, layer.b.shape):
+            parts.append(rng.integers(0, lr_inv, size=size, dtype=dtype).reshape(-1))
+    return np.concatenate(parts, dtype=np.int64)
+
+
+def _raise(layer, operation: int, worst: int) -> None:
+    """Raise the error :func:`pocketnn.intmath.guard` raises for this layer and operation."""
+    guard(np.array([worst], dtype=np.int64), f"{layer.name}: {_OPERATIONS[operation]}")
+
+
+def dfa_step(model, feedback, x, targets, lr_inv: int, rng, plan: Plan) -> tuple[int, int] | None:
+    """One DFA step with the same bits as the ``blas`` engine; None to run ``blas`` instead.
+
+    Returns ``(summed loss, correct predictions)`` before the update, as
+    :meth:`pocketnn.train.Trainer.step`.
+    """
+    layers, first = model.layers, model.layers[0]
+    x = model.check_input(x)
+    cols = active_columns(x) if x.dtype.kind == "u" else None
+    a, w1 = (x, first.W) if cols is None else (x[:, cols], first.W[cols])
+    z1 = matmul(a, w1, first.b, where=first._where["forward a @ W + b"])
+    targets = np.asarray(targets, dtype=np.int64)
+    delta1 = np.empty((x.shape[0], first.n_out), dtype=np.int64)
+    grads = tuple(np.empty(layer.W.shape, dtype=np.int64) for layer in layers[1:])
+    grad_b = tuple(np.empty(layer.b.shape, dtype=np.int64) for layer in layers)
+    weights = tuple(layer.W for layer in layers)
+    biases = tuple(layer.b for layer in layers)
+    loss, correct, site, worst = dfa_deltas(
+        z1,
+        weights,
+        biases,
+        tuple(feedback),
+        targets,
+        plan.specs,
+        plan.tables,
+        _target_limit(feedback, model.dims[-1]),
+        settings.overflow == "wrap",
+        delta1,
+        grads,
+        grad_b,
+    )
+    if site == UNSUPPORTED:
+        return None
+    failed_layer, operation = divmod(site, 4) if site >= 0 else (len(layers), -1)
+    if operation == 0 or site == 1:  # a forward, or fc1's feedback: before any update
+        _raise(layers[failed_layer], operation, worst)
+    grad1 = matmul(a.T, delta1, where=first._where["update a.T @ delta"])
+    grads = (grad1, *grads)
+    draws = (
+        np.zeros(0, dtype=np.int64)
+        if rng is None
+        else _draws(rng, layers[:failed_layer], [g.shape for g in grads], lr_inv)
+    )
+    rows = np.arange(first.n_in) if cols is None else cols
+    lr = np.array((*magic(lr_inv), lr_inv), dtype=np.int64)
+    apply_updates(weights, biases, rows, grads, grad_b, failed_layer, lr, plan.clamps, draws)
+    if site >= 0:
+        _raise(layers[failed_layer], operation, worst)
+    return int(loss), int(correct)
+
+
+def kernels() -> dict:
+    """The compiled kernels by name (their ``signatures`` list what they were called with)."""
+    return {
+        f.__name__: f
+        for f in (
+            dfa_deltas,
+            apply_updates,
+            tdiv,
+            _guard,
+            _product,
+            _activate,
+            _divide_by_g,
+            _column_sums,
+            _first_argmax,
+            _descend,
+        )
+    }
