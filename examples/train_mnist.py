@@ -1,6 +1,6 @@
 """Train the paper's MNIST network with integers only, save it, reload it, predict.
 
-    python examples/train_mnist.py [epochs]
+python examples/train_mnist.py [epochs]
 """
 
 import sys

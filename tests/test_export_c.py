@@ -46,8 +46,10 @@ EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "mcu_firmware"
 def random_model(dims, activation, rng, scale=300, output_activation=None):
     model = pocketnn.build_mlp(dims, activation, output_activation)
     for layer in model.layers:
-        layer.set_params(rng.integers(-scale, scale + 1, layer.W.shape),
-                         rng.integers(-scale, scale + 1, layer.b.shape))
+        layer.set_params(
+            rng.integers(-scale, scale + 1, layer.W.shape),
+            rng.integers(-scale, scale + 1, layer.b.shape),
+        )
     return model
 
 
@@ -58,8 +60,9 @@ def copy_model(model):
     return clone
 
 
-def build_host(model, workdir, name="model", with_training=False, feedback=None,
-               max_batch=None, sanitize=False):
+def build_host(
+    model, workdir, name="model", with_training=False, feedback=None, max_batch=None, sanitize=False
+):
     """Generate C for ``model`` and build the host driver around it (strict C99 flags)."""
     workdir.mkdir(parents=True, exist_ok=True)
     _, source = export_c(model, workdir, name, with_training, feedback, max_batch)
@@ -69,8 +72,21 @@ def build_host(model, workdir, name="model", with_training=False, feedback=None,
     for src, strict in ((source, True), (HARNESS_DIR / "host_main.c", False)):
         obj = workdir / (Path(src).stem + ".o")
         std = STRICT_FLAGS if strict else ("-std=c99", "-Wall", "-Wextra", "-Werror")
-        run_tool(["gcc", "-O2", *std, *flags, f"-I{workdir}", f"-I{HARNESS_DIR}",
-                  *harness_defines(name, with_training), "-c", src, "-o", obj])
+        run_tool(
+            [
+                "gcc",
+                "-O2",
+                *std,
+                *flags,
+                f"-I{workdir}",
+                f"-I{HARNESS_DIR}",
+                *harness_defines(name, with_training),
+                "-c",
+                src,
+                "-o",
+                obj,
+            ]
+        )
         objs.append(obj)
     run_tool(["gcc", *flags, *objs, "-o", exe])
     return exe
@@ -87,7 +103,8 @@ def host_predict(exe, images, n_classes):
 def host_train(exe, model, steps):
     """Run ``steps`` = [(images, labels, lr_inv), ...] in C: results and every parameter."""
     data = b"".join(
-        struct.pack("<ii", len(labels), lr) + np.ascontiguousarray(x, np.uint8).tobytes()
+        struct.pack("<ii", len(labels), lr)
+        + np.ascontiguousarray(x, np.uint8).tobytes()
         + np.asarray(labels, np.uint8).tobytes()
         for x, labels, lr in steps
     )
@@ -181,9 +198,14 @@ def mnist_model_file(tmp_path_factory, mnist):
 
 def mnist_steps(mnist, n_steps, seed, batch=20, lr_inv=1000):
     order = np.random.default_rng(seed).permutation(len(mnist.train_labels))
-    return [(mnist.train_images[order[batch * s : batch * (s + 1)]],
-             mnist.train_labels[order[batch * s : batch * (s + 1)]].astype(np.int64), lr_inv)
-            for s in range(n_steps)]
+    return [
+        (
+            mnist.train_images[order[batch * s : batch * (s + 1)]],
+            mnist.train_labels[order[batch * s : batch * (s + 1)]].astype(np.int64),
+            lr_inv,
+        )
+        for s in range(n_steps)
+    ]
 
 
 # --------------------------------------------------------------------------- generated text
@@ -192,8 +214,9 @@ def mnist_steps(mnist, n_steps, seed, batch=20, lr_inv=1000):
 def test_generated_files_are_readable_portable_c(tmp_path):
     rng = np.random.default_rng(0)
     model = random_model([12, 6, 4], "pocket_tanh", rng)
-    paths = export_c(model, tmp_path / "out", name="tiny", with_training=True,
-                     feedback=random_feedback(model, 1))
+    paths = export_c(
+        model, tmp_path / "out", name="tiny", with_training=True, feedback=random_feedback(model, 1)
+    )
     assert [p.name for p in paths] == ["tiny.h", "tiny.c"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny.c", "tiny.h"]
     header, source = (p.read_text() for p in paths)
@@ -202,15 +225,36 @@ def test_generated_files_are_readable_portable_c(tmp_path):
         code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
         for word in ("float", "double", "malloc", "math.h"):
             assert word not in code
-    includes = {line.strip() for line in header.splitlines() + source.splitlines()
-                if line.startswith("#include")}
+    includes = {
+        line.strip()
+        for line in header.splitlines() + source.splitlines()
+        if line.startswith("#include")
+    }
     assert includes == {"#include <stdint.h>", '#include "tiny.h"'}
-    for symbol in ("TINY_N_INPUTS 12", "TINY_N_CLASSES 4", "TINY_MAX_BATCH 20",
-                   "int tiny_predict(", "int tiny_train_step(", "TINY_FOR_EACH_PARAM(X)"):
+    for symbol in (
+        "TINY_N_INPUTS 12",
+        "TINY_N_CLASSES 4",
+        "TINY_MAX_BATCH 20",
+        "int tiny_predict(",
+        "int tiny_train_step(",
+        "TINY_FOR_EACH_PARAM(X)",
+    ):
         assert symbol in header
     # compiles on its own with the strictest flags, -Wconversion included
-    run_tool(["gcc", *STRICT_FLAGS, "-Wconversion", "-Wshadow", "-Wstrict-prototypes",
-              "-Wmissing-prototypes", "-c", paths[1], "-o", tmp_path / "tiny.o"])
+    run_tool(
+        [
+            "gcc",
+            *STRICT_FLAGS,
+            "-Wconversion",
+            "-Wshadow",
+            "-Wstrict-prototypes",
+            "-Wmissing-prototypes",
+            "-c",
+            paths[1],
+            "-o",
+            tmp_path / "tiny.o",
+        ]
+    )
 
 
 def test_export_from_file_takes_feedback_and_settings(tmp_path):
@@ -232,8 +276,10 @@ def test_export_from_file_takes_feedback_and_settings(tmp_path):
         ({"with_training": True}, "needs feedback"),
         ({"with_training": True, "feedback": [np.zeros((3, 4), np.int32)]}, "shape (3, 5)"),
         ({"with_training": True, "feedback": []}, "needs 1 feedback matrices"),
-        ({"with_training": True, "max_batch": 0, "feedback": [np.ones((3, 5), np.int32)]},
-         "max_batch"),
+        (
+            {"with_training": True, "max_batch": 0, "feedback": [np.ones((3, 5), np.int32)]},
+            "max_batch",
+        ),
     ],
 )
 def test_export_refuses_bad_input(kwargs, message):
@@ -295,8 +341,11 @@ def test_activation_pieces_match_python_across_breakpoints(tmp_path, activation)
 
 
 TRAINABLE = [(act, act) for act in SUPPORTED if act not in ("as_is", "rescale")] + [
-    ("pocket_tanh", "as_is"), ("pocket_sigmoid", "rescale"), ("pocket_relu8bit", "pocket_tanh"),
-    ("pocket_tanh", "pocket_leakyrelu")]
+    ("pocket_tanh", "as_is"),
+    ("pocket_sigmoid", "rescale"),
+    ("pocket_relu8bit", "pocket_tanh"),
+    ("pocket_tanh", "pocket_leakyrelu"),
+]
 
 
 @pytest.mark.parametrize(("hidden", "output"), TRAINABLE)
@@ -304,11 +353,18 @@ def test_host_training_matches_python(tmp_path, hidden, output):
     """DFA steps (full and partial batches, changing lr_inv) under UBSan, as in Python."""
     rng = np.random.default_rng(5 + len(hidden + output))
     leaky = hidden == "pocket_leakyrelu"  # outputs up to 32767: keep the values small
-    model = random_model([40, 24, 16, 6], hidden, rng, scale=3 if leaky else 100,
-                         output_activation=output)
+    model = random_model(
+        [40, 24, 16, 6], hidden, rng, scale=3 if leaky else 100, output_activation=output
+    )
     fb = random_feedback(model, 6)
-    steps = random_steps(rng, 40, 6, sizes=[8, 8, 3, 8, 1, 8], lr_invs=[1, 7, 1000, 1, 50, 3],
-                         x_max=2 if leaky else 256)
+    steps = random_steps(
+        rng,
+        40,
+        6,
+        sizes=[8, 8, 3, 8, 1, 8],
+        lr_invs=[1, 7, 1000, 1, 50, 3],
+        x_max=2 if leaky else 256,
+    )
     exe = build_host(model, tmp_path, "trained", True, fb, max_batch=8, sanitize=True)
     py_results, py_params = python_train(copy_model(model), fb, steps)
     c_results, c_params = host_train(exe, model, steps[: len(py_results)])
@@ -343,8 +399,9 @@ def test_training_overflow_is_an_error_code_and_changes_nothing(tmp_path):
     assert host_predict(exe, x, 3)[1].tolist() == [-1, -1]
 
 
-@pytest.mark.parametrize(("feedback_value", "where"), [(100, "feedback e @ B"),
-                                                       (1, "fc2: update a.T @ delta")])
+@pytest.mark.parametrize(
+    ("feedback_value", "where"), [(100, "feedback e @ B"), (1, "fc2: update a.T @ delta")]
+)
 def test_run_time_overflow_checks_match_python(tmp_path, feedback_value, where):
     """An as_is output makes e unbounded: e @ B and a^T @ delta get int32 checks."""
     model = pocketnn.build_mlp([8, 4, 3], "pocket_tanh", "as_is")
@@ -410,19 +467,25 @@ def test_mnist_host_training_matches_python(tmp_path, mnist, mnist_model_file, s
 
 def _float_snippet(tmp_path, cpu_flags):
     src = tmp_path / "float_snippet.c"
-    src.write_text("float scale(float a, int b) { return a * (float)b + 0.5f; }\n"
-                   "double half(int x) { return x / 2.0; }\n")
+    src.write_text(
+        "float scale(float a, int b) { return a * (float)b + 0.5f; }\n"
+        "double half(int x) { return x / 2.0; }\n"
+    )
     obj = tmp_path / "float_snippet.o"
     run_tool(["arm-none-eabi-gcc", *cpu_flags, "-O2", "-c", src, "-o", obj])
     return obj
 
 
 def test_float_checker_detects_float_helpers_and_instructions(tmp_path):
-    soft = find_float_usage(_float_snippet(tmp_path, ["-mcpu=cortex-m0", "-mthumb",
-                                                      "-mfloat-abi=soft"]))
+    soft = find_float_usage(
+        _float_snippet(tmp_path, ["-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft"])
+    )
     assert any("__aeabi_fmul" in f for f in soft) and any("__aeabi_i2d" in f for f in soft)
-    hard = find_float_usage(_float_snippet(tmp_path, ["-mcpu=cortex-m4", "-mthumb",
-                                                      "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]))
+    hard = find_float_usage(
+        _float_snippet(
+            tmp_path, ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+        )
+    )
     assert any(f.startswith("instruction") and "vcvt.f32.s32" in f for f in hard)
 
 
@@ -430,8 +493,13 @@ def test_float_checker_detects_float_helpers_and_instructions(tmp_path):
 @pytest.mark.parametrize("with_training", [False, True])
 def test_cortex_m0_build_is_integer_only(tmp_path, mnist_model_file, with_training):
     _, source = export_c(mnist_model_file, tmp_path, "mnist", with_training)
-    elf = build_firmware([source], [HARNESS_DIR / "footprint_main.c", HARNESS_DIR / "runtime.c"],
-                         tmp_path / "fw.elf", [tmp_path], harness_defines("mnist", with_training))
+    elf = build_firmware(
+        [source],
+        [HARNESS_DIR / "footprint_main.c", HARNESS_DIR / "runtime.c"],
+        tmp_path / "fw.elf",
+        [tmp_path],
+        harness_defines("mnist", with_training),
+    )
     assert find_float_usage(elf) == []
     assert find_float_usage(elf.with_suffix(".obj") / "mnist.o") == []
     symbols = run_tool(["arm-none-eabi-nm", elf]).stdout.decode()
@@ -477,8 +545,13 @@ def test_qemu_cortex_m_runs_bit_exact(tmp_path, mnist, mnist_model_file, with_tr
     steps = mnist_steps(mnist, 3, seed=21)
     _mcu_data_header(tmp_path / "mcu_data.h", test_images, steps, n_after=50)
     _, source = export_c(mnist_model_file, tmp_path, "mnist", with_training)
-    elf = build_firmware([source], [HARNESS_DIR / "mcu_main.c", HARNESS_DIR / "runtime.c"],
-                         tmp_path / "mcu.elf", [tmp_path], harness_defines("mnist", with_training))
+    elf = build_firmware(
+        [source],
+        [HARNESS_DIR / "mcu_main.c", HARNESS_DIR / "runtime.c"],
+        tmp_path / "mcu.elf",
+        [tmp_path],
+        harness_defines("mnist", with_training),
+    )
     assert find_float_usage(elf) == []
     out = _parse_mcu_output(run_qemu(elf, timeout=120))
 
@@ -489,8 +562,10 @@ def test_qemu_cortex_m_runs_bit_exact(tmp_path, mnist, mnist_model_file, with_tr
         return
     py_results, py_params = python_train(model, fb, steps)
     assert [r[0] for r in out["T"]] == py_results
-    checksums = [[p.size * p.itemsize, fnv1a(p.astype(p.dtype.newbyteorder("<")).tobytes())]
-                 for p in py_params]
+    checksums = [
+        [p.size * p.itemsize, fnv1a(p.astype(p.dtype.newbyteorder("<")).tobytes())]
+        for p in py_params
+    ]
     assert out["P"] == checksums
     after = test_images[:50]
     expected = np.column_stack([model.predict(after), model.scores(after)])
@@ -523,8 +598,12 @@ def test_example_firmware_builds_and_runs(tmp_path, mnist_model_file):
     work = tmp_path / "example"
     shutil.copytree(EXAMPLE_DIR, work)
     export_c(mnist_model_file, work, "model", with_training=True)
-    proc = subprocess.run(["make", "-C", work, f"PNN_HARNESS={HARNESS_DIR}", "model.elf"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["make", "-C", work, f"PNN_HARNESS={HARNESS_DIR}", "model.elf"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert find_float_usage(work / "model.elf") == []
     text = run_qemu(work / "model.elf", timeout=60)

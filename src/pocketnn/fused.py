@@ -380,17 +380,11 @@ def _target_limit(feedback, n_classes: int) -> int:
     return min(INT32_MAX - 127, INT64_SAFE // unit - 127)
 
 
-def _update_dtype(layer, lr_inv: int) -> type:
-    """The dtype :meth:`pocketnn.layers.Dense._descend` draws stochastic rounding in."""
-    narrow = lr_inv <= INT32_MAX and layer.weight_clamp + INT32_EXACT // lr_inv + 1 <= INT32_MAX
-    return np.int32 if narrow else np.int64
-
-
 def _draws(rng, layers, shapes, lr_inv: int) -> np.ndarray:
     """Stochastic rounding draws of the given layers: ``W`` then ``b``, layer after layer."""
     parts = [np.zeros(0, dtype=np.int64)]
     for layer, shape in zip(layers, shapes):
-        dtype = _update_dtype(layer, lr_inv)
+        dtype = layer.update_dtype(lr_inv)
         for size in (shape, layer.b.shape):
             parts.append(rng.integers(0, lr_inv, size=size, dtype=dtype).reshape(-1))
     return np.concatenate(parts, dtype=np.int64)

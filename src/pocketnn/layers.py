@@ -121,6 +121,15 @@ class Dense:
         self._descend(self.W, grad_w, lr_inv, cols, rng)
         self._descend(self.b, grad_b, lr_inv, None, rng)
 
+    def update_dtype(self, lr_inv: int) -> type:
+        """The integer type the update runs in: int32 when its bounds allow, else int64.
+
+        The guarded gradient fits int32, so ``|param - round(grad / lr_inv)|`` is at most
+        ``weight_clamp + 2**31 / lr_inv + 1``; when that fits int32 too, so does every step.
+        """
+        narrow = lr_inv <= INT32_MAX and self.weight_clamp + INT32_EXACT // lr_inv + 1 <= INT32_MAX
+        return np.int32 if narrow else np.int64
+
     def _descend(
         self,
         param: np.ndarray,
@@ -134,8 +143,8 @@ class Dense:
         ``grad`` has passed the int32 guard, so when ``lr_inv`` and ``clamp + 2**31 / lr_inv + 1``
         fit int32 as well the whole update runs in int32 (half the memory traffic), exactly.
         """
-        narrow = lr_inv <= INT32_MAX and self.weight_clamp + INT32_EXACT // lr_inv + 1 <= INT32_MAX
-        step = grad.astype(np.int32) if narrow else grad
+        dtype = self.update_dtype(lr_inv)
+        step = grad.astype(dtype) if dtype != grad.dtype else grad
         if rng is None:
             trunc_div_scalar_(step, lr_inv)
         else:

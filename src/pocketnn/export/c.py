@@ -168,10 +168,17 @@ def activation_c_functions(names: Sequence[str]) -> str:
         "pocket_tanh": _piecewise_c(
             "pocket_tanh",
             f"Pocket tanh: x = z / divisor (divisor = 2^{K_BIT} * fan_in), 7 linear pieces.",
-            TANH_PIECES, "int32_t z, int32_t divisor, int32_t *g", "z / divisor"),
+            TANH_PIECES,
+            "int32_t z, int32_t divisor, int32_t *g",
+            "z / divisor",
+        ),
         "pocket_sigmoid": _piecewise_c(
-            "pocket_sigmoid", f"Pocket sigmoid: x = z / 2^{K_BIT}, 7 linear pieces onto [1, 127].",
-            SIGMOID_PIECES, "int32_t z, int32_t *g", f"z / {prescale}"),
+            "pocket_sigmoid",
+            f"Pocket sigmoid: x = z / 2^{K_BIT}, 7 linear pieces onto [1, 127].",
+            SIGMOID_PIECES,
+            "int32_t z, int32_t *g",
+            f"z / {prescale}",
+        ),
         "pocket_relu8bit": """\
 /* Pocket ReLU 8-bit: clamp z to [0, 127]; g = 1 inside, INT32_MAX (no gradient) where clamped. */
 static int32_t pocket_relu8bit(int32_t z, int32_t *g)
@@ -311,14 +318,26 @@ def plan_layers(
         if z_bound > INT64_MAX:
             raise ExportError(f"{layer.name}: |z| could reach {z_bound}, beyond int64")
         last = i == n_layers - 1
-        plans.append(LayerPlan(
-            index=i, ident=_layer_ident(layer.name, i), n_in=layer.n_in, n_out=layer.n_out,
-            activation=layer.activation_name, W=W, b=b, clamp=layer.weight_clamp,
-            param_type=c_type(layer.weight_clamp), in_type=in_type, in_bound=in_bound,
-            out_type="int32_t" if last else c_type(spec.out_bound), z_bound=z_bound,
-            product_type=_wide(in_bound * w_max), acc_type=_wide(z_bound),
-            z_check=z_bound > INT32_MAX,
-        ))
+        plans.append(
+            LayerPlan(
+                index=i,
+                ident=_layer_ident(layer.name, i),
+                n_in=layer.n_in,
+                n_out=layer.n_out,
+                activation=layer.activation_name,
+                W=W,
+                b=b,
+                clamp=layer.weight_clamp,
+                param_type=c_type(layer.weight_clamp),
+                in_type=in_type,
+                in_bound=in_bound,
+                out_type="int32_t" if last else c_type(spec.out_bound),
+                z_bound=z_bound,
+                product_type=_wide(in_bound * w_max),
+                acc_type=_wide(z_bound),
+                z_check=z_bound > INT32_MAX,
+            )
+        )
         in_bound, in_type = spec.out_bound, plans[-1].out_type
     if with_training:
         _plan_training(plans, feedback, max_batch, target_value)
@@ -411,8 +430,12 @@ class _Generator:
 
         m, cfg = self.model, self.cfg
         acts = ", ".join(f"{p.ident}: {p.activation}" for p in self.plans)
-        build = (f"inference + on-device DFA training (max batch {cfg.max_batch}, "
-                 f"target value {cfg.target_value})" if self.training else "inference only")
+        build = (
+            f"inference + on-device DFA training (max batch {cfg.max_batch}, "
+            f"target value {cfg.target_value})"
+            if self.training
+            else "inference only"
+        )
         flag = " --with-training" if self.training else ""
         return f"""\
 /*
@@ -420,7 +443,7 @@ class _Generator:
  *
  * Model:   {cfg.source}
  *          parameters sha256 {params_digest(m)}... ({m.n_params} parameters)
- * Network: {'-'.join(map(str, m.dims))} ({acts})
+ * Network: {"-".join(map(str, m.dims))} ({acts})
  * Build:   {build}
  *
  * Portable C99: integers only (no float, no double, no libm), no malloc, static buffers.
@@ -444,8 +467,7 @@ class _Generator:
             for q in self.plans
         )
         decls = "\n".join(
-            f"extern {self.param_decl(q, w, public=True)};"
-            for q in self.plans for w in ("W", "b")
+            f"extern {self.param_decl(q, w, public=True)};" for q in self.plans for w in ("W", "b")
         )
         each = " ".join(f"X({p}_{q.ident}_W) X({p}_{q.ident}_b)" for q in self.plans)
         training = ""
@@ -511,16 +533,25 @@ int {p}_predict(const uint8_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]
             f"#define {q.upper}_N_IN {P}_{q.upper}_N_IN\n"
             f"#define {q.upper}_N_OUT {P}_{q.upper}_N_OUT\n"
             f"#define {q.upper}_CLAMP {q.clamp}  /* |W|, |b| <= this after every update */"
-            + (f"\n#define {q.upper}_TANH_DIVISOR {(1 << K_BIT) * q.n_in}  /* 2^{K_BIT} * fan_in */"
-               if q.activation == "pocket_tanh" else "")
+            + (
+                f"\n#define {q.upper}_TANH_DIVISOR {(1 << K_BIT) * q.n_in}"
+                f"  /* 2^{K_BIT} * fan_in */"
+                if q.activation == "pocket_tanh"
+                else ""
+            )
             for q in self.plans
         )
-        rows = "" if self.training else (
-            "#define ROWS 1  /* inference only: one sample at a time */\n")
+        rows = (
+            ""
+            if self.training
+            else ("#define ROWS 1  /* inference only: one sample at a time */\n")
+        )
         parts = [
             self.banner(f"{self.p}.c"),
             f'#include "{self.p}.h"',
-            shapes + "\n" + rows
+            shapes
+            + "\n"
+            + rows
             + "#define CLAMP(v, limit) ((v) < -(limit) ? -(limit) : (v) > (limit) ? (limit) : (v))",
             "/* ---- Working buffers, sized at generation time ---- */\n" + self.buffers(),
             "/* ---- Pocket activations ---- */\n"
@@ -544,27 +575,35 @@ int {p}_predict(const uint8_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]
         lines = []
         kept = ", per sample of the batch" if self.training else ""
         for q in self.plans[:-1]:
-            lines.append(f"static {q.out_type} {q.ident}_out[{self.rows}][{q.upper}_N_OUT];"
-                         f"  /* {q.ident} outputs{kept} */")
+            lines.append(
+                f"static {q.out_type} {q.ident}_out[{self.rows}][{q.upper}_N_OUT];"
+                f"  /* {q.ident} outputs{kept} */"
+            )
         for q in self.plans:
             lines.append(f"static {q.acc_type} {q.ident}_z[{q.upper}_N_OUT];  /* accumulators */")
             if self.training:
-                lines.append(f"static {q.g_type} {q.ident}_g[{q.upper}_N_OUT];"
-                             "  /* gradient inverses of the current sample */")
-                lines.append(f"static {q.delta_type} {q.ident}_delta[{self.rows}][{q.upper}_N_OUT];"
-                             "  /* deltas of the batch */")
+                lines.append(
+                    f"static {q.g_type} {q.ident}_g[{q.upper}_N_OUT];"
+                    "  /* gradient inverses of the current sample */"
+                )
+                lines.append(
+                    f"static {q.delta_type} {q.ident}_delta[{self.rows}][{q.upper}_N_OUT];"
+                    "  /* deltas of the batch */"
+                )
         return "\n".join(lines)
 
     def forward(self, q: LayerPlan) -> str:
         out_type = "int32_t" if q is self.plans[-1] else q.out_type
         divisor = f"{q.upper}_TANH_DIVISOR"
         call = ACTIVATIONS[q.activation].c_call.format(
-            z=f"(int32_t){q.ident}_z[j]", g="&g", divisor=divisor)
+            z=f"(int32_t){q.ident}_z[j]", g="&g", divisor=divisor
+        )
         if q.z_check:
-            why = (f"|z| <= {q.z_bound}, beyond int32:\n * int64 sums, checked "
-                   "like Python's guard")
-            check = (f"        if ({q.ident}_z[j] < INT32_MIN || {q.ident}_z[j] > INT32_MAX) "
-                     f"return {self.P}_ERR_OVERFLOW;\n")
+            why = f"|z| <= {q.z_bound}, beyond int32:\n * int64 sums, checked like Python's guard"
+            check = (
+                f"        if ({q.ident}_z[j] < INT32_MIN || {q.ident}_z[j] > INT32_MAX) "
+                f"return {self.P}_ERR_OVERFLOW;\n"
+            )
         else:
             why = f"|z| <= {q.z_bound}: int32 sums cannot overflow"
             check = ""
@@ -594,8 +633,10 @@ static int {q.ident}_forward(const {q.in_type} in[{q.upper}_N_IN], {out_type} ou
         calls = []
         for q in self.plans[:-1]:
             src = "input" if q.index == 0 else f"{self.plans[q.index - 1].ident}_out[row]"
-            calls.append(f"    status = {q.ident}_forward({src}, {q.ident}_out[row]);\n"
-                         f"    if (status != {self.P}_OK) return status;")
+            calls.append(
+                f"    status = {q.ident}_forward({src}, {q.ident}_out[row]);\n"
+                f"    if (status != {self.P}_OK) return status;"
+            )
         last = self.plans[-1]
         src = "input" if last.index == 0 else f"{self.plans[-2].ident}_out[row]"
         calls.append(f"    return {last.ident}_forward({src}, scores);")
@@ -632,8 +673,10 @@ int {self.p}_predict(const uint8_t input[{self.P}_N_INPUTS], int32_t scores[{sel
         for q in self.plans[:-1]:
             bound = int(np.abs(q.feedback).max(initial=0))
             decl = f"static const {c_type(bound)} {q.ident}_B[{self.P}_N_CLASSES][{q.upper}_N_OUT]"
-            out.append(f"/* {q.ident}'s fixed DFA feedback matrix B (n_classes x width). */\n"
-                       f"{decl} = {c_array(q.feedback)};")
+            out.append(
+                f"/* {q.ident}'s fixed DFA feedback matrix B (n_classes x width). */\n"
+                f"{decl} = {c_array(q.feedback)};"
+            )
         return "\n\n".join(out)
 
     def delta(self, q: LayerPlan) -> str:
@@ -649,8 +692,9 @@ static void {q.ident}_deltas(const {e_type} e[{self.P}_N_CLASSES],
 }}"""
         if q.err_check:
             why = f"|e @ B| <= {q.err_bound} does not fit int32: int64 sums, checked"
-            check = ("        if (sum < INT32_MIN || sum > INT32_MAX) "
-                     f"return {self.P}_ERR_OVERFLOW;\n")
+            check = (
+                f"        if (sum < INT32_MIN || sum > INT32_MAX) return {self.P}_ERR_OVERFLOW;\n"
+            )
         else:
             why = f"|e @ B| <= {q.err_bound}: int32 sums cannot overflow"
             check = ""
@@ -707,7 +751,9 @@ static {q.bias_grad_type} {q.ident}_grad_b(int n, int j)
             if (sum < INT32_MIN || sum > INT32_MAX) return {self.P}_ERR_OVERFLOW;
         }}
     }}""")
-        return text + f"""
+        return (
+            text
+            + f"""
 
 /* {q.ident}: the gradients could leave int32, where Python raises: check before any update. */
 static int {q.ident}_check_gradients(const {a_t} *a, int n)
@@ -716,6 +762,7 @@ static int {q.ident}_check_gradients(const {a_t} *a, int n)
 {chr(10).join(checks)}
     return {self.P}_OK;
 }}"""
+        )
 
     def update(self, q: LayerPlan) -> str:
         t, p = q.new_type, f"{self.p}_{q.ident}"
@@ -747,13 +794,18 @@ static void {q.ident}_update(const {q.in_type} *a, int n, int32_t lr_inv)
         e_type = plans[-1].delta_type
         deltas = []
         for q in plans[:-1]:
-            deltas.append(f"        status = {q.ident}_deltas(e, {q.ident}_delta[s]);\n"
-                          f"        if (status != {P}_OK) return status;")
+            deltas.append(
+                f"        status = {q.ident}_deltas(e, {q.ident}_delta[s]);\n"
+                f"        if (status != {P}_OK) return status;"
+            )
         deltas.append(f"        {plans[-1].ident}_deltas(e, {plans[-1].ident}_delta[s]);")
         inputs = ["images"] + [f"&{q.ident}_out[0][0]" for q in plans[:-1]]
-        checks = [f"    status = {q.ident}_check_gradients({a}, n);\n"
-                  f"    if (status != {P}_OK) return status;"
-                  for q, a in zip(plans, inputs) if q.grad_check]
+        checks = [
+            f"    status = {q.ident}_check_gradients({a}, n);\n"
+            f"    if (status != {P}_OK) return status;"
+            for q, a in zip(plans, inputs)
+            if q.grad_check
+        ]
         checks_text = "\n".join(checks) or "    /* (none needed: every bound fits int32) */"
         updates = "\n".join(f"    {q.ident}_update({a}, n, lr_inv);" for q, a in zip(plans, inputs))
         return f"""\

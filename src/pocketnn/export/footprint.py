@@ -86,8 +86,11 @@ def run_tool(args: Sequence[str], timeout: float = 300, **kwargs) -> subprocess.
 
 def harness_defines(name: str, with_training: bool) -> list[str]:
     """Compiler flags that point the harness programs at model ``name``."""
-    flags = [f'-DPNN_HEADER="{name}.h"', f"-DPNN_PREFIX={name}",
-             f"-DPNN_PREFIX_UPPER={name.upper()}"]
+    flags = [
+        f'-DPNN_HEADER="{name}.h"',
+        f"-DPNN_PREFIX={name}",
+        f"-DPNN_PREFIX_UPPER={name.upper()}",
+    ]
     return flags + (["-DPNN_WITH_TRAINING"] if with_training else [])
 
 
@@ -110,8 +113,14 @@ def build_firmware(
     objdir = out.with_suffix(".obj")
     objdir.mkdir(parents=True, exist_ok=True)
     includes = [f"-I{d}" for d in (*include_dirs, HARNESS_DIR)]
-    common = [*ARM_CPU_FLAGS, optimize, "-ffunction-sections", "-fdata-sections", *includes,
-              *defines]
+    common = [
+        *ARM_CPU_FLAGS,
+        optimize,
+        "-ffunction-sections",
+        "-fdata-sections",
+        *includes,
+        *defines,
+    ]
     if stack_info:
         common += ["-fstack-usage", "-fcallgraph-info=su"]
     objects = []
@@ -120,9 +129,23 @@ def build_firmware(
             obj = objdir / (src.stem + ".o")
             run_tool(["arm-none-eabi-gcc", *common, *flags, "-c", src, "-o", obj], cwd=objdir)
             objects.append(obj)
-    run_tool(["arm-none-eabi-gcc", *ARM_CPU_FLAGS, "-nostartfiles", "-T",
-              HARNESS_DIR / "cortex_m.ld", "--specs=nano.specs", "--specs=nosys.specs",
-              "-Wl,--gc-sections", *objects, "-o", out, "-lc", "-lgcc"])
+    run_tool(
+        [
+            "arm-none-eabi-gcc",
+            *ARM_CPU_FLAGS,
+            "-nostartfiles",
+            "-T",
+            HARNESS_DIR / "cortex_m.ld",
+            "--specs=nano.specs",
+            "--specs=nosys.specs",
+            "-Wl,--gc-sections",
+            *objects,
+            "-o",
+            out,
+            "-lc",
+            "-lgcc",
+        ]
+    )
     return out
 
 
@@ -143,8 +166,11 @@ def find_float_usage(elf: str | os.PathLike) -> list[str]:
     dis = run_tool(["arm-none-eabi-objdump", "-d", elf]).stdout.decode()
     for line in dis.splitlines():
         fields = line.split("\t")  # "  addr:", "encoding ", "mnemonic", "operands"
-        if len(fields) >= 3 and fields[0].strip().endswith(":") and _FLOAT_MNEMONIC.fullmatch(
-                fields[2].strip()):
+        if (
+            len(fields) >= 3
+            and fields[0].strip().endswith(":")
+            and _FLOAT_MNEMONIC.fullmatch(fields[2].strip())
+        ):
             found.append(f"instruction {line.strip()}")
     return found
 
@@ -192,9 +218,20 @@ def run_qemu(elf: str | os.PathLike, timeout: float = 120) -> str:
     Raises :class:`ToolError` when the program fails (semihosting exit with an error, a CPU
     fault) or runs longer than ``timeout`` seconds.
     """
-    args = ["qemu-system-arm", "-M", QEMU_MACHINE, "-nographic", "-monitor", "none",
-            "-serial", "none", "-semihosting-config", "enable=on,target=native",
-            "-kernel", str(elf)]
+    args = [
+        "qemu-system-arm",
+        "-M",
+        QEMU_MACHINE,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-kernel",
+        str(elf),
+    ]
     try:
         proc = run_tool(args, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
@@ -243,9 +280,11 @@ class FootprintReport:
     builds: list[BuildFootprint] = field(default_factory=list)
 
     def to_markdown(self) -> str:
-        head = ("| model | build | flash (text + rodata + data) | RAM (data + bss + stack) "
-                "| text | rodata | data | bss | stack |\n"
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        head = (
+            "| model | build | flash (text + rodata + data) | RAM (data + bss + stack) "
+            "| text | rodata | data | bss | stack |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        )
         rows = [
             f"| {self.model} | {b.label} | {b.flash:,} | {b.ram:,} | {b.text:,} | {b.rodata:,} "
             f"| {b.data:,} | {b.bss:,} | {b.stack:,} |"
@@ -276,18 +315,29 @@ def measure_build(
     """Generate, cross-compile and measure one build of ``model`` in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     header, source = export_c(model, workdir, name, with_training, feedback, max_batch)
-    elf = build_firmware([source], [HARNESS_DIR / "footprint_main.c", HARNESS_DIR / "runtime.c"],
-                         workdir / f"{name}.elf", [workdir], harness_defines(name, with_training),
-                         stack_info=True)
+    elf = build_firmware(
+        [source],
+        [HARNESS_DIR / "footprint_main.c", HARNESS_DIR / "runtime.c"],
+        workdir / f"{name}.elf",
+        [workdir],
+        harness_defines(name, with_training),
+        stack_info=True,
+    )
     objdir = elf.with_suffix(".obj")
     sizes = section_sizes(elf)
     model_sizes = _object_sizes(objdir / f"{name}.o")
     stack = worst_stack(objdir.glob("*.ci"), "Reset_Handler")
     return BuildFootprint(
         "training" if with_training else "inference",
-        sizes.get(".text", 0) + sizes.get(".ARM.exidx", 0), sizes.get(".rodata", 0),
-        sizes.get(".data", 0), sizes.get(".bss", 0), stack,
-        model_sizes[".text"], model_sizes[".rodata"], model_sizes[".data"], model_sizes[".bss"],
+        sizes.get(".text", 0) + sizes.get(".ARM.exidx", 0),
+        sizes.get(".rodata", 0),
+        sizes.get(".data", 0),
+        sizes.get(".bss", 0),
+        stack,
+        model_sizes[".text"],
+        model_sizes[".rodata"],
+        model_sizes[".data"],
+        model_sizes[".bss"],
     )
 
 
@@ -314,12 +364,12 @@ def footprint_report(
     A :class:`FootprintReport`; ``str(report)`` is a Markdown table.
     """
     if label is None:
-        label = "-".join(map(str, model.dims)) if isinstance(model, Sequential) else (
-            Path(model).name)
+        label = (
+            "-".join(map(str, model.dims)) if isinstance(model, Sequential) else (Path(model).name)
+        )
     report = FootprintReport(label)
     with tempfile.TemporaryDirectory(prefix="pocketnn-footprint-") as tmp:
         for training in (False, True) if with_training else (False,):
             workdir = Path(tmp) / ("train" if training else "infer")
-            report.builds.append(
-                measure_build(model, workdir, name, training, feedback, max_batch))
+            report.builds.append(measure_build(model, workdir, name, training, feedback, max_batch))
     return report
