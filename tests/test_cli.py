@@ -152,3 +152,19 @@ def test_train_resume_gives_the_same_bits_as_one_run(capsys, tmp_path, mnist):
     assert [r["epoch"] for r in log] == [1, 2]
     log_a = [json.loads(line) for line in (tmp_path / "a.log.jsonl").read_text().splitlines()]
     assert [r["test_correct"] for r in log] == [r["test_correct"] for r in log_a]
+
+
+def test_export_c_writes_a_header_and_source(capsys, tmp_path, model_file):
+    code, out, _ = run(
+        capsys, "export-c", str(model_file), "--out", str(tmp_path / "fw"), "--name", "digits"
+    )
+    assert code == 0
+    assert (tmp_path / "fw" / "digits.h").is_file() and (tmp_path / "fw" / "digits.c").is_file()
+    assert "digits_predict" in (tmp_path / "fw" / "digits.h").read_text()
+    assert out.count("wrote ") == 2
+
+
+def test_export_c_bad_name_is_one_line_error(capsys, tmp_path, model_file):
+    code, _, err = run(capsys, "export-c", str(model_file), "--out", str(tmp_path), "--name", "9x")
+    assert code == 2 and err.count("\n") == 1 and "9x" in err
+    assert not list(tmp_path.iterdir())
