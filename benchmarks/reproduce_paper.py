@@ -40,6 +40,7 @@ def run_command(dataset: str, preset: str, seed: int, out: Path) -> list[str]:
         "--out",
         str(out / f"{dataset}-{preset}-seed{seed}.npz"),
         "--quiet",
+        "--force",
     ]
 
 

@@ -168,3 +168,47 @@ def test_export_c_bad_name_is_one_line_error(capsys, tmp_path, model_file):
     code, _, err = run(capsys, "export-c", str(model_file), "--out", str(tmp_path), "--name", "9x")
     assert code == 2 and err.count("\n") == 1 and "9x" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_existing_model_is_not_replaced_without_force(capsys, tmp_path, model_file):
+    out = tmp_path / "m.npz"
+    out.write_bytes(model_file.read_bytes())
+    before = out.read_bytes()
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--out", str(out), "--epochs", "0")
+    assert code == 2 and "--force" in err and out.read_bytes() == before
+    code, _, _ = run(
+        capsys,
+        "train",
+        "--dataset",
+        "mnist",
+        "--arch",
+        "784-10",
+        "--epochs",
+        "0",
+        "--force",
+        "--quiet",
+        "--out",
+        str(out),
+    )
+    assert code == 0 and load(out).dims == [784, 10]
+
+
+def test_resume_refuses_flags_that_change_the_run(capsys, tmp_path, model_file):
+    out = tmp_path / "m.npz"
+    out.write_bytes(model_file.read_bytes())
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "mnist",
+        "--resume",
+        "--lr-inv",
+        "500",
+        "--arch",
+        "784-50-10",
+        "--out",
+        str(out),
+    )
+    assert code == 2 and "--lr-inv 500 (saved: 1000)" in err and "--arch 784-50-10" in err
+    code, _, err = run(capsys, "train", "--dataset", "fashion-mnist", "--resume", "--out", str(out))
+    assert code == 2 and "trained on mnist" in err

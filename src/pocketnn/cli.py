@@ -126,47 +126,74 @@ def log_path_for(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".log.jsonl")
 
 
+RESUME_FIXED = ("algorithm", "batch_size", "lr_inv", "lr_double_every", "seed", "rounding")
+
+
+def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int]:
+    """The trainer saved in ``out``, refusing flags that would change the run."""
+    if not out.exists():
+        raise CLIError(f"--resume: {out} does not exist yet; start without --resume")
+    model, state, arrays = load_checkpoint(out)
+    if not state:
+        raise CLIError(f"--resume: {out} holds no training state")
+    if state.get("dataset") != args.dataset:
+        raise CLIError(f"--resume: {out} was trained on {state.get('dataset')}, not {args.dataset}")
+    changed = [
+        f"--{key.replace('_', '-')} {getattr(args, key)} (saved: {state.get(key)})"
+        for key in RESUME_FIXED
+        if getattr(args, key) is not None and getattr(args, key) != state.get(key)
+    ]
+    if args.arch is not None and _parse_arch(args.arch) != model.dims:
+        changed.append(f"--arch {args.arch} (saved: {'-'.join(map(str, model.dims))})")
+    if changed:
+        raise CLIError(f"--resume continues the saved run; it cannot change {', '.join(changed)}")
+    trainer = Trainer.from_state(model, state, arrays)
+    print(f"resuming {out} after epoch {trainer.epoch}", file=sys.stderr)
+    return trainer, args.epochs if args.epochs is not None else state["epochs"]
+
+
+def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Trainer, int]:
+    """A new model and trainer from the preset and the flags."""
+    cfg = _settings(args)
+    model = build_mlp(_parse_arch(cfg["arch"]), cfg["activation"], cfg["output_activation"])
+    if model.dims[0] != n_inputs or model.dims[-1] != n_classes:
+        raise CLIError(
+            f"--arch {cfg['arch']} must start at {n_inputs} and end at {n_classes} "
+            f"for {args.dataset}"
+        )
+    trainer = Trainer(
+        model,
+        cfg["algorithm"],
+        cfg["lr_inv"],
+        cfg["batch_size"],
+        cfg["lr_double_every"],
+        seed=cfg["seed"],
+        rounding=cfg["rounding"],
+    )
+    if cfg["algorithm"] == "bp":
+        he_init(model, cfg["seed"])
+    return trainer, cfg["epochs"]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.exists():
         raise CLIError(f"--out: folder {out.parent} does not exist")
+    if out.exists() and not (args.resume or args.force):
+        raise CLIError(
+            f"--out: {out} exists; --resume continues it, --force replaces it with a new run"
+        )
+    if args.arch is not None:
+        _parse_arch(args.arch)  # fail before the dataset is loaded
     log_path = log_path_for(out)
     data = load_dataset(args.dataset, data_dir=args.data_dir, verbose=not args.quiet)
     if args.resume:
-        if not out.exists():
-            raise CLIError(f"--resume: {out} does not exist yet; start without --resume")
-        model, state, arrays = load_checkpoint(out)
-        if not state:
-            raise CLIError(f"--resume: {out} holds no training state")
-        if state.get("dataset") != args.dataset:
-            raise CLIError(
-                f"--resume: {out} was trained on {state.get('dataset')}, not {args.dataset}"
-            )
-        trainer = Trainer.from_state(model, state, arrays)
-        epochs = args.epochs if args.epochs is not None else state["epochs"]
-        print(f"resuming {out} after epoch {trainer.epoch}", file=sys.stderr)
+        trainer, epochs = _resume(args, out)
     else:
-        cfg = _settings(args)
-        model = build_mlp(_parse_arch(cfg["arch"]), cfg["activation"], cfg["output_activation"])
-        if model.dims[0] != data.train_images.shape[1] or model.dims[-1] != len(data.classes):
-            raise CLIError(
-                f"--arch {cfg['arch']} must start at {data.train_images.shape[1]} "
-                f"and end at {len(data.classes)} for {args.dataset}"
-            )
-        trainer = Trainer(
-            model,
-            cfg["algorithm"],
-            cfg["lr_inv"],
-            cfg["batch_size"],
-            cfg["lr_double_every"],
-            seed=cfg["seed"],
-            rounding=cfg["rounding"],
-        )
-        if cfg["algorithm"] == "bp":
-            he_init(model, cfg["seed"])
-        epochs = cfg["epochs"]
+        trainer, epochs = _fresh(args, data.train_images.shape[1], len(data.classes))
         if log_path.exists():
             log_path.unlink()
+    model = trainer.model
     if not args.quiet:
         print(
             f"{args.dataset}: {model!r}, {model.n_params} parameters, algorithm "
@@ -174,15 +201,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"rounding {trainer.rounding}, seed {trainer.seed}, engine {args.engine}"
         )
 
-    def on_epoch(result: EpochResult) -> None:
+    def save_checkpoint() -> None:
         state, arrays = trainer.state()
         state.update(dataset=args.dataset, epochs=epochs)
         save(out, model, training=state, extra_arrays=arrays)
+
+    def on_epoch(result: EpochResult) -> None:
+        save_checkpoint()
         _append_log(log_path, dict(vars(result), dataset=args.dataset, seed=trainer.seed))
         if not args.quiet:
             print(_epoch_line(result, epochs), flush=True)
 
     bar = _ProgressBar("training", not args.quiet)
+    done_before = trainer.epoch
     trainer.fit(
         data.train_images,
         data.train_labels,
@@ -192,7 +223,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         on_epoch=on_epoch,
         progress=bar,
     )
-    correct = model.count_correct(data.test_images, data.test_labels)
+    if trainer.epoch == done_before:  # no epoch to run: still write the model asked for
+        save_checkpoint()
+    last = trainer.history[-1] if trainer.history else None
+    if last is not None and last.test_correct is not None:
+        correct = last.test_correct  # the model is the one saved after that epoch
+    else:
+        correct = model.count_correct(data.test_images, data.test_labels)
     best = max(trainer.history, key=lambda r: r.test_correct or 0, default=None)
     print(
         f"test accuracy: {_percent(correct, len(data.test_labels))} "
@@ -376,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="folder holding the four idx files (raw or .gz)")
     t.add_argument("--out", required=True, help="model file, saved after every epoch")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("--force", action="store_true", help="replace an existing --out file")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
