@@ -267,3 +267,11 @@ def test_stochastic_rounding_is_deterministic_across_engines_and_resume(mnist, t
 def test_unknown_rounding_is_refused():
     with pytest.raises(ValueError, match="rounding"):
         Trainer(build_mlp([4, 2]), rounding="nearest")
+
+
+def test_l2_loss_is_exact_for_huge_outputs():
+    out = np.array([[2**31 - 1, -(2**31)], [2**31 - 1, 0]], dtype=np.int64)
+    t = np.array([[15, 0], [0, 15]])
+    loss, delta = l2_loss(out, t)
+    assert loss == sum(int(v) ** 2 // 2 for v in (out - t).ravel())
+    assert delta.tolist() == (out - t).tolist()

@@ -23,7 +23,14 @@ def one_hot(labels: np.ndarray, n_classes: int, value: int = TARGET_VALUE) -> np
 def l2_loss(output: np.ndarray, targets: np.ndarray) -> tuple[int, np.ndarray]:
     """Return the summed loss ``sum((y - t)**2 / 2)`` (truncated per element) and ``y - t``.
 
-    The delta is not divided by the batch size, as in the reference.
+    The delta is not divided by the batch size, as in the reference. The loss is exact: when
+    the squares could overflow int64 (outputs of ~2**31, e.g. pocket softmax) they are
+    summed as Python integers.
     """
     delta = np.asarray(output, dtype=np.int64) - targets
-    return int((delta * delta // 2).sum()), delta
+    if delta.size == 0:
+        return 0, delta
+    peak = max(-int(delta.min()), int(delta.max()))
+    if peak * peak * delta.size < 2**63:
+        return int((delta * delta // 2).sum()), delta
+    return sum(int(v) * int(v) // 2 for v in delta.ravel()), delta
