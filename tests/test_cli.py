@@ -212,3 +212,67 @@ def test_resume_refuses_flags_that_change_the_run(capsys, tmp_path, model_file):
     assert code == 2 and "--lr-inv 500 (saved: 1000)" in err and "--arch 784-50-10" in err
     code, _, err = run(capsys, "train", "--dataset", "fashion-mnist", "--resume", "--out", str(out))
     assert code == 2 and "trained on mnist" in err
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"P2\n28 28\n255\n" + b"999 " * 784, "0..255"),
+        (b"P2\n28 28\n255\n" + b"-1 " * 784, "0..255"),
+        (b"P2\n28 28\n0\n" + b"0 " * 784, "maxval 0"),
+        (b"P5 28 28", "PGM header"),
+        (b"P2 # comment without newline", "PGM header"),
+        (b"P2\n28 28\n255\n" + b"x " * 784, "not an integer"),
+        (b"P5\n28 28\n255\n" + bytes(100), "100 pixels"),
+    ],
+)
+def test_predict_refuses_bad_pgm(capsys, tmp_path, model_file, content, fragment):
+    path = tmp_path / "bad.pgm"
+    path.write_bytes(content)
+    code, _, err = run(capsys, "predict", str(model_file), str(path))
+    assert code == 2 and fragment in err and "bad.pgm" in err and err.count("\n") == 1
+
+
+def test_predict_refuses_out_of_range_idx_pixels(capsys, tmp_path, model_file):
+    path = tmp_path / "wide.idx"
+    values = np.zeros((1, 28, 28), dtype=">i4")
+    values[0, 0, 0] = 300
+    path.write_bytes(
+        b"\x00\x00\x0c\x03"
+        + (1).to_bytes(4, "big")
+        + (28).to_bytes(4, "big") * 2
+        + values.tobytes()
+    )
+    code, _, err = run(capsys, "predict", str(model_file), str(path))
+    assert code == 2 and "0..255" in err
+
+
+def test_pgm_with_smaller_maxval_is_scaled(capsys, tmp_path, model_file, mnist):
+    image = mnist.test_images[0].reshape(28, 28)
+    (tmp_path / "full.pgm").write_bytes(b"P5 28 28 255\n" + image.tobytes())
+    half = (image.astype(np.int64) * 15 // 255).astype(np.uint8)
+    (tmp_path / "fifteen.pgm").write_bytes(b"P5 28 28 15\n" + half.tobytes())
+    code, out, _ = run(capsys, "predict", str(model_file), str(tmp_path / "fifteen.pgm"))
+    expected = load(model_file).predict((half.astype(np.int64) * 255 // 15).reshape(1, -1))
+    assert code == 0 and out.split(": ")[1].split()[0] == str(expected[0])
+
+
+def test_out_folder_and_resume_activation_are_refused(capsys, tmp_path, model_file):
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--out", str(tmp_path))
+    assert code == 2 and "is a folder" in err
+    out = tmp_path / "m.npz"
+    out.write_bytes(model_file.read_bytes())
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "mnist",
+        "--resume",
+        "--activation",
+        "pocket_sigmoid",
+        "--preset",
+        "best",
+        "--out",
+        str(out),
+    )
+    assert code == 2 and "--activation pocket_sigmoid" in err and "--preset best" in err

@@ -199,8 +199,14 @@ def test_corrupt_file_in_dir_is_refused_and_all_sources_listed(synth, monkeypatc
 def test_wrong_dir_file_falls_through_to_next_source(synth):
     load_dataset("mnist", data_dir=synth.src, cache_dir=synth.cache, sources=("dir",))
     (synth.src / "train-images-idx3-ubyte.gz").write_bytes(b"garbage")
-    ds = load_dataset("mnist", data_dir=synth.src, cache_dir=synth.cache)  # default order
+    with pytest.warns(UserWarning, match="were refused, using cache"):
+        ds = load_dataset("mnist", data_dir=synth.src, cache_dir=synth.cache)  # default order
     check_synthetic(ds, synth.arrays)
+
+
+def test_missing_data_dir_is_an_error(synth, tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset("mnist", data_dir=tmp_path / "nope", cache_dir=synth.cache)
 
 
 def test_corrupt_cache_file_is_removed_and_refetched(synth):

@@ -160,3 +160,17 @@ def test_resume_continues_to_the_very_same_bits(tmp_path, mnist):
     resumed.fit(x, y, 3)
     for a, b in zip(straight.layers, model2.layers):
         assert np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b)
+
+
+def test_edited_metadata_fails_the_checksum(tmp_path, trained):
+    path = tmp_path / "m.npz"
+    save(path, trained, training={"epoch": 1})
+
+    def swap_activation(arrays):
+        meta = json.loads(arrays["meta"].tobytes())
+        meta["layers"][0]["activation"] = "pocket_sigmoid"
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+    rewrite(path, swap_activation)
+    with pytest.raises(ModelFileError, match="checksum"):
+        load(path)

@@ -275,3 +275,17 @@ def test_l2_loss_is_exact_for_huge_outputs():
     loss, delta = l2_loss(out, t)
     assert loss == sum(int(v) ** 2 // 2 for v in (out - t).ravel())
     assert delta.tolist() == (out - t).tolist()
+
+
+def test_lr_inv_is_a_32_bit_value_and_the_schedule_saturates():
+    with pytest.raises(ValueError, match="at most 2147483647"):
+        Trainer(build_mlp([4, 2]), lr_inv=2**31)
+    assert lr_inv_at(400, 1000, 10) == 2**31 - 1
+
+
+def test_he_init_respects_a_small_weight_clamp():
+    from pocketnn.train import he_init
+
+    model = build_mlp([784, 100, 10], weight_clamp=100)
+    he_init(model, 0)
+    assert all(np.abs(layer.W).max() <= 100 and np.all(layer.W != 0) for layer in model.layers)

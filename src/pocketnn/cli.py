@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ import numpy as np
 from . import __version__
 from .datasets import DatasetError, load_dataset, read_idx
 from .fileio import atomic_write_bytes
-from .intmath import DEFAULT_ENGINE, ENGINES, OVERFLOW_POLICIES, IntegerOverflowError, configure
+from .intmath import DEFAULT_ENGINE, ENGINES, OVERFLOW_POLICIES, configure
 from .model import ModelFileError, Sequential, build_mlp, load_checkpoint, save
 from .train import ALGORITHMS, ROUNDINGS, EpochResult, Trainer, he_init
 
@@ -61,7 +63,8 @@ class _Parser(argparse.ArgumentParser):
 def _settings(args: argparse.Namespace) -> dict:
     """Resolve preset then explicit flags into one dict of hyperparameters."""
     dataset = args.dataset
-    merged = dict(PAPER_DEFAULTS, arch=PAPER_ARCHS[dataset], **PRESETS[args.preset][dataset])
+    preset = PRESETS[args.preset or "paper"][dataset]
+    merged = dict(PAPER_DEFAULTS, arch=PAPER_ARCHS[dataset], **preset)
     for key in list(merged):
         value = getattr(args, key, None)
         if value is not None:
@@ -115,9 +118,10 @@ def _epoch_line(r: EpochResult, epochs: int) -> str:
     )
 
 
-def _append_log(path: Path, record: dict) -> None:
-    """Append one JSON line; rewrite atomically so a crash never leaves half a line."""
-    old = path.read_bytes() if path.exists() else b""
+def _append_log(path: Path, record: dict, fresh: bool = False) -> None:
+    """Append one JSON line (or start the log over when ``fresh``), rewriting atomically so
+    a crash never leaves half a line."""
+    old = path.read_bytes() if path.exists() and not fresh else b""
     atomic_write_bytes(path, old + (json.dumps(record) + "\n").encode())
 
 
@@ -126,10 +130,18 @@ def log_path_for(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".log.jsonl")
 
 
-RESUME_FIXED = ("algorithm", "batch_size", "lr_inv", "lr_double_every", "seed", "rounding")
+RESUME_FIXED = (
+    "preset",
+    "algorithm",
+    "batch_size",
+    "lr_inv",
+    "lr_double_every",
+    "seed",
+    "rounding",
+)
 
 
-def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int]:
+def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
     """The trainer saved in ``out``, refusing flags that would change the run."""
     if not out.exists():
         raise CLIError(f"--resume: {out} does not exist yet; start without --resume")
@@ -145,14 +157,24 @@ def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int]:
     ]
     if args.arch is not None and _parse_arch(args.arch) != model.dims:
         changed.append(f"--arch {args.arch} (saved: {'-'.join(map(str, model.dims))})")
+    for flag, given, saved in (
+        ("--activation", args.activation, model.layers[0].activation_name),
+        ("--output-activation", args.output_activation, model.layers[-1].activation_name),
+    ):
+        if given is not None and given != saved:
+            changed.append(f"{flag} {given} (saved: {saved})")
     if changed:
         raise CLIError(f"--resume continues the saved run; it cannot change {', '.join(changed)}")
-    trainer = Trainer.from_state(model, state, arrays)
+    try:
+        trainer = Trainer.from_state(model, state, arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CLIError(f"--resume: {out} has an inconsistent training state ({exc})") from None
     print(f"resuming {out} after epoch {trainer.epoch}", file=sys.stderr)
-    return trainer, args.epochs if args.epochs is not None else state["epochs"]
+    epochs = args.epochs if args.epochs is not None else state["epochs"]
+    return trainer, epochs, state.get("preset", "paper")
 
 
-def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Trainer, int]:
+def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Trainer, int, str]:
     """A new model and trainer from the preset and the flags."""
     cfg = _settings(args)
     model = build_mlp(_parse_arch(cfg["arch"]), cfg["activation"], cfg["output_activation"])
@@ -172,13 +194,15 @@ def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Tra
     )
     if cfg["algorithm"] == "bp":
         he_init(model, cfg["seed"])
-    return trainer, cfg["epochs"]
+    return trainer, cfg["epochs"], args.preset or "paper"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.exists():
         raise CLIError(f"--out: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise CLIError(f"--out: {out} is a folder; name the model file to write")
     if out.exists() and not (args.resume or args.force):
         raise CLIError(
             f"--out: {out} exists; --resume continues it, --force replaces it with a new run"
@@ -188,11 +212,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     log_path = log_path_for(out)
     data = load_dataset(args.dataset, data_dir=args.data_dir, verbose=not args.quiet)
     if args.resume:
-        trainer, epochs = _resume(args, out)
+        trainer, epochs, preset = _resume(args, out)
     else:
-        trainer, epochs = _fresh(args, data.train_images.shape[1], len(data.classes))
-        if log_path.exists():
-            log_path.unlink()
+        trainer, epochs, preset = _fresh(args, data.train_images.shape[1], len(data.classes))
     model = trainer.model
     if not args.quiet:
         print(
@@ -203,12 +225,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def save_checkpoint() -> None:
         state, arrays = trainer.state()
-        state.update(dataset=args.dataset, epochs=epochs)
+        state.update(dataset=args.dataset, epochs=epochs, preset=preset)
         save(out, model, training=state, extra_arrays=arrays)
 
     def on_epoch(result: EpochResult) -> None:
         save_checkpoint()
-        _append_log(log_path, dict(vars(result), dataset=args.dataset, seed=trainer.seed))
+        # a fresh run's first epoch starts the log over (an old run's log lives until then)
+        fresh = not args.resume and result.epoch == 1
+        _append_log(
+            log_path, dict(vars(result), dataset=args.dataset, seed=trainer.seed), fresh=fresh
+        )
         if not args.quiet:
             print(_epoch_line(result, epochs), flush=True)
 
@@ -267,30 +293,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+_PGM_GAP = rb"(?:\s|#[^\n]*\n)+"  # white space and comment lines between header fields
+_PGM_HEADER = re.compile(rb"(P[25])" + (_PGM_GAP + rb"(\d+)") * 3 + rb"\s")
+
+
 def _read_pgm(raw: bytes, path: Path) -> np.ndarray:
-    tokens: list[bytes] = []
-    pos = 2
-    while len(tokens) < 3:  # width, height, maxval, skipping comments
-        while pos < len(raw) and raw[pos : pos + 1].isspace():
-            pos += 1
-        if raw[pos : pos + 1] == b"#":
-            pos = raw.index(b"\n", pos)
-            continue
-        end = pos
-        while end < len(raw) and not raw[end : end + 1].isspace():
-            end += 1
-        tokens.append(raw[pos:end])
-        pos = end
-    w, h, maxval = (int(t) for t in tokens)
-    if maxval > 255:
-        raise CLIError(f"{path}: only 8-bit PGM images are supported")
-    if raw[:2] == b"P5":
-        pixels = np.frombuffer(raw[pos + 1 : pos + 1 + w * h], dtype=np.uint8)
+    """A binary (P5) or plain (P2) 8-bit PGM, scaled to 0..255 when its maxval is lower."""
+    header = _PGM_HEADER.match(raw)
+    if header is None:
+        raise CLIError(f"{path}: not a valid PGM header")
+    w, h, maxval = (int(field) for field in header.groups()[1:])
+    if not 1 <= maxval <= 255:
+        raise CLIError(f"{path}: PGM maxval {maxval}: only 8-bit images (1..255) are supported")
+    body = raw[header.end() :]
+    if header.group(1) == b"P5":
+        pixels = np.frombuffer(body[: w * h], dtype=np.uint8).astype(np.int64)
     else:
-        pixels = np.array(raw[pos:].split(), dtype=np.int64)
+        try:
+            pixels = np.array([int(token) for token in body.split()], dtype=np.int64)
+        except ValueError:
+            raise CLIError(f"{path}: a plain PGM pixel is not an integer") from None
     if pixels.size != w * h:
-        raise CLIError(f"{path}: truncated PGM ({pixels.size} of {w * h} pixels)")
-    return pixels.reshape(1, h, w).astype(np.uint8)
+        raise CLIError(f"{path}: {pixels.size} pixels where the header announces {w * h}")
+    if pixels.size and (pixels.min() < 0 or pixels.max() > maxval):
+        raise CLIError(f"{path}: pixel values must lie in 0..{maxval}")
+    return (pixels * 255 // maxval).reshape(1, h, w)
 
 
 def read_images(path: Path) -> np.ndarray:
@@ -313,8 +340,10 @@ def read_images(path: Path) -> np.ndarray:
         if images.ndim == 2:
             images = images[None]
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise CLIError(f"{path}: expected 28x28 images, got shape {images.shape[1:]}")
-    return images.reshape(images.shape[0], -1).astype(np.uint8, copy=False)
+        raise CLIError(f"{path}: expected 28x28 images, found an array of shape {images.shape}")
+    if images.size and (int(images.min()) < 0 or int(images.max()) > 255):
+        raise CLIError(f"{path}: pixel values must lie in 0..255")
+    return images.reshape(images.shape[0], -1).astype(np.uint8)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -395,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a network on MNIST or Fashion-MNIST")
     t.add_argument("--dataset", required=True, choices=sorted(PAPER_ARCHS))
-    t.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    t.add_argument("--preset", choices=sorted(PRESETS), help="hyperparameters (default paper)")
     t.add_argument("--arch", help="layer widths, e.g. 784-100-50-10")
     t.add_argument("--activation", help="hidden activation (default pocket_tanh)")
     t.add_argument("--output-activation", help="output activation (default: as hidden)")
@@ -453,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
         ImportError,
         DatasetError,
         ModelFileError,
-        IntegerOverflowError,
+        OverflowError,  # IntegerOverflowError names the layer and the operation
+        MemoryError,
+        RuntimeError,  # e.g. a missing cross-compiler for export-c --report
+        subprocess.SubprocessError,
         ValueError,
         TypeError,
         OSError,

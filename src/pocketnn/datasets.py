@@ -319,6 +319,8 @@ def _load_cache(name: str, cache: Path) -> dict[str, bytearray]:
 def _obtain(name: str, data_dir, cache_dir, sources, verbose: bool, strict_cache: bool):
     name = _normalise(name)
     data_dir = Path(data_dir).expanduser() if data_dir else None
+    if data_dir is not None and not data_dir.is_dir():
+        raise DatasetError(f"{name}: data folder {data_dir} does not exist")
     cache = cache_root(cache_dir) / name
     sources = SOURCES if sources is None else (sources,) if isinstance(sources, str) else sources
     if unknown := [s for s in sources if s not in SOURCES]:
@@ -347,6 +349,12 @@ def _obtain(name: str, data_dir, cache_dir, sources, verbose: bool, strict_cache
             if verbose:
                 print(f"{name}: {source} failed: {e}", file=sys.stderr)
             continue
+        if failures and any(f.startswith("  dir:") for f in failures):
+            warnings.warn(
+                f"{name}: the files in {data_dir} were refused, using {desc} instead:\n"
+                + "\n".join(failures),
+                stacklevel=3,
+            )
         if source != "cache":
             try:
                 for stem in STEMS:

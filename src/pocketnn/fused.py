@@ -40,6 +40,7 @@ mixed parameter dtypes) returns ``None`` from :func:`plan_for`, and the trainer 
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -374,10 +375,16 @@ def plan_for(model, feedback, x: np.ndarray, lr_inv: int) -> Plan | None:
     return _plan(tuple((layer.activation, layer.n_in, layer.weight_clamp) for layer in layers))
 
 
-def _target_limit(feedback, n_classes: int) -> int:
-    """Largest ``|target|`` for which ``e @ B`` provably stays in int64 and ``|e| < 2**31``."""
+def _target_limit(feedback, n_classes: int, batch: int) -> int:
+    """Largest ``|target|`` for which ``e @ B`` and the summed loss provably stay in int64.
+
+    With outputs of at most 127, ``|e| <= |target| + 127``: ``e @ B`` needs
+    ``|e| * max|B| * n_classes < 2**63``, the loss ``batch * n_classes * e**2 / 2 < 2**63``,
+    and ``|e| < 2**31``.
+    """
     unit = _dtype_magnitude(feedback[0].dtype) * n_classes
-    return min(INT32_MAX - 127, INT64_SAFE // unit - 127)
+    loss_limit = math.isqrt(2 * INT64_SAFE // (batch * n_classes))
+    return min(INT32_MAX, INT64_SAFE // unit, loss_limit) - 127
 
 
 def _draws(rng, layers, shapes, lr_inv: int) -> np.ndarray:
@@ -420,7 +427,7 @@ def dfa_step(model, feedback, x, targets, lr_inv: int, rng, plan: Plan) -> tuple
         targets,
         plan.specs,
         plan.tables,
-        _target_limit(feedback, model.dims[-1]),
+        _target_limit(feedback, model.dims[-1], x.shape[0]),
         settings.overflow == "wrap",
         delta1,
         grads,

@@ -150,8 +150,9 @@ def build_mlp(
     )
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
+def _digest(arrays: dict[str, np.ndarray], described: dict[str, Any]) -> str:
+    """sha256 over the metadata (all but the digest itself) and every array."""
+    h = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
@@ -168,7 +169,8 @@ def save(
     """Save ``model`` (and optional training state) atomically as an integer-only ``.npz``.
 
     Every array in the file is an integer array; the metadata is UTF-8 JSON stored as a
-    uint8 array and carries a sha256 of all the others, so corruption is detected on load.
+    uint8 array and carries a sha256 of itself and all the arrays, so corruption or an edit
+    is detected on load.
     """
     arrays: dict[str, np.ndarray] = {}
     for i, layer in enumerate(model.layers):
@@ -179,13 +181,15 @@ def save(
         if value.dtype.kind not in "iu":
             raise TypeError(f"{key}: only integer arrays can be saved, got {value.dtype}")
         arrays[f"train.{key}"] = value
-    meta = {
+    meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "layers": model.config(),
         "training": training,
-        "sha256": _digest(arrays),
     }
+    # round-trip through JSON first, so the digest sees exactly what load will read
+    meta = json.loads(json.dumps(meta))
+    meta["sha256"] = _digest(arrays, meta)
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -214,8 +218,11 @@ def load_checkpoint(
             f"{path}: format version {meta.get('version')} is not supported "
             f"(this pocketnn reads version {FORMAT_VERSION})"
         )
-    if meta.get("sha256") != _digest(arrays):
-        raise ModelFileError(f"{path}: checksum mismatch, the file is corrupt")
+    described = {key: value for key, value in meta.items() if key != "sha256"}
+    if meta.get("sha256") != _digest(arrays, described):
+        raise ModelFileError(f"{path}: checksum mismatch, the file is corrupt or was altered")
+    if not isinstance(meta.get("training"), (dict, type(None))):
+        raise ModelFileError(f"{path}: the training state is not a record")
     try:
         model = Sequential.from_config(meta["layers"])
         for i, layer in enumerate(model.layers):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import intmath
-from .intmath import isqrt, matmul, single_thread_blas, trunc_div
+from .intmath import INT32_MAX, isqrt, matmul, single_thread_blas, trunc_div
 from .losses import TARGET_VALUE, l2_loss, one_hot
 from .model import Sequential
 
@@ -56,7 +56,7 @@ def he_init(model: Sequential, seed: int) -> None:
     """Backprop's He-style init: non-zero uniform integers in [-r, r], W then b per layer."""
     rng = np.random.default_rng([seed, _STREAM_INIT])
     for layer in model.layers:
-        r = init_range(layer.n_in, layer.n_out)
+        r = min(init_range(layer.n_in, layer.n_out), layer.weight_clamp)
         layer.set_params(
             nonzero_uniform(rng, r, layer.W.shape), nonzero_uniform(rng, r, layer.b.shape)
         )
@@ -72,8 +72,14 @@ def seeded_order(seed: int, n: int) -> Callable[[int], np.ndarray]:
 
 
 def lr_inv_at(epoch: int, lr_inv: int, double_every: int) -> int:
-    """The reference schedule: ``lr_inv`` doubles at each epoch divisible by ``double_every``."""
-    return lr_inv << (epoch // double_every) if double_every > 0 else lr_inv
+    """The reference schedule: ``lr_inv`` doubles at each epoch divisible by ``double_every``.
+
+    It saturates at INT32_MAX, the largest value the reference's 32-bit ``lrInv`` holds (by
+    then every truncated update of an int32 gradient is already zero).
+    """
+    if double_every <= 0:
+        return lr_inv
+    return min(lr_inv << (epoch // double_every), INT32_MAX)
 
 
 @dataclass
@@ -139,14 +145,16 @@ class Trainer:
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {label} {value!r}; choose one of {', '.join(allowed)}")
-        for label, value, low in (
-            ("lr_inv", lr_inv, 1),
-            ("batch_size", batch_size, 1),
-            ("lr_double_every", lr_double_every, 0),
-            ("seed", seed, 0),
+        for label, value, low, high in (
+            ("lr_inv", lr_inv, 1, INT32_MAX),  # the reference's lrInv is a 32-bit int
+            ("batch_size", batch_size, 1, None),
+            ("lr_double_every", lr_double_every, 0, None),
+            ("seed", seed, 0, None),
         ):
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+            if high is not None and value > high:
+                raise ValueError(f"{label} must be at most {high}, got {value!r}")
         self.model = model
         self.algorithm = algorithm
         self.lr_inv = int(lr_inv)

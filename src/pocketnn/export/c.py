@@ -477,7 +477,8 @@ class _Generator:
 #define {P}_TARGET_VALUE {cfg.target_value}  /* one-hot target at the true class (0 elsewhere) */
 
 /*
- * One DFA training step on a mini-batch, exactly as pocketnn.Trainer.step:
+ * One DFA training step on a mini-batch, exactly as pocketnn.Trainer.step with its
+ * default rounding="trunc" (a model trained with stochastic rounding continues truncating):
  * images: n rows of {P}_N_INPUTS bytes; labels: n class indices; 1 <= n <= {P}_MAX_BATCH;
  * lr_inv >= 1: every update divides the batch-summed gradient by -lr_inv (truncating).
  * Returns the number of samples classified correctly before the update (0..n), or a
