@@ -53,9 +53,7 @@ from .intmath import (
     INT32_MIN,
     INT64_SAFE,
     _dtype_magnitude,
-    active_columns,
     guard,
-    matmul,
     settings,
 )
 
@@ -410,9 +408,7 @@ def dfa_step(model, feedback, x, targets, lr_inv: int, rng, plan: Plan) -> tuple
     """
     layers, first = model.layers, model.layers[0]
     x = model.check_input(x)
-    cols = active_columns(x) if x.dtype.kind == "u" else None
-    a, w1 = (x, first.W) if cols is None else (x[:, cols], first.W[cols])
-    z1 = matmul(a, w1, first.b, where=first._where["forward a @ W + b"])
+    z1 = first.preactivation(x)
     targets = np.asarray(targets, dtype=np.int64)
     delta1 = np.empty((x.shape[0], first.n_out), dtype=np.int64)
     grads = tuple(np.empty(layer.W.shape, dtype=np.int64) for layer in layers[1:])
@@ -438,7 +434,7 @@ def dfa_step(model, feedback, x, targets, lr_inv: int, rng, plan: Plan) -> tuple
     failed_layer, operation = divmod(site, 4) if site >= 0 else (len(layers), -1)
     if operation == 0 or site == 1:  # a forward, or fc1's feedback: before any update
         _raise(layers[failed_layer], operation, worst)
-    grad1 = matmul(a.T, delta1, where=first._where["update a.T @ delta"])
+    grad1, cols = first.weight_gradient(x, delta1)
     grads = (grad1, *grads)
     draws = (
         np.zeros(0, dtype=np.int64)

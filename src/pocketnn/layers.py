@@ -75,16 +75,31 @@ class Dense:
             f"name={self.name!r})"
         )
 
-    def forward(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return the output ``y`` and gradient-inverse ``g`` for an integer batch ``a``.
+    def preactivation(self, a: np.ndarray) -> np.ndarray:
+        """``z = a @ W + b`` (int64, int32-guarded) for an integer batch ``a``.
 
         A batch of raw unsigned data (pixels) is multiplied through its non-zero columns
         only (:func:`~pocketnn.intmath.active_columns`): the same integers, less work.
         """
         cols = active_columns(a) if a.dtype.kind == "u" else None
         a, W = (a, self.W) if cols is None else (a[:, cols], self.W[cols])
-        z = matmul(a, W, self.b, where=self._where["forward a @ W + b"])
-        return self.activation(z, self.n_in)
+        return matmul(a, W, self.b, where=self._where["forward a @ W + b"])
+
+    def forward(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the output ``y`` and gradient-inverse ``g`` for an integer batch ``a``."""
+        return self.activation(self.preactivation(a), self.n_in)
+
+    def weight_gradient(
+        self, a_prev: np.ndarray, delta: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``a_prev.T @ delta`` on the rows of ``W`` that can change, and those rows.
+
+        Rows whose input column is zero across the batch get an exactly zero gradient, so
+        for raw unsigned input only the others are computed (rows None: all of them).
+        """
+        cols = active_columns(a_prev) if a_prev.dtype.kind == "u" else None
+        a_t = (a_prev if cols is None else a_prev[:, cols]).T
+        return matmul(a_t, delta, where=self._where["update a.T @ delta"]), cols
 
     def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
         """Replace the parameters, checking shape, integer dtype and the clamp range."""
@@ -110,13 +125,10 @@ class Dense:
 
         One truncating division of the batch-summed product, then a clamp, as the reference.
         With ``rng``, the division rounds stochastically instead (unbiased; see
-        :func:`~pocketnn.intmath.stochastic_div_`).
-        Rows of ``W`` whose input column is zero across the batch get a zero gradient, so
-        for raw unsigned input only the other rows are computed and written.
+        :func:`~pocketnn.intmath.stochastic_div_`). Only the rows of ``W`` that can change
+        are computed and written (:meth:`weight_gradient`).
         """
-        cols = active_columns(a_prev) if a_prev.dtype.kind == "u" else None
-        a_t = (a_prev if cols is None else a_prev[:, cols]).T
-        grad_w = matmul(a_t, delta, where=self._where["update a.T @ delta"])
+        grad_w, cols = self.weight_gradient(a_prev, delta)
         grad_b = guard(delta.sum(axis=0, keepdims=True), self._where["update colsum(delta)"])
         self._descend(self.W, grad_w, lr_inv, cols, rng)
         self._descend(self.b, grad_b, lr_inv, None, rng)
