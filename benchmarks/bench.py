@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pocketnn import Trainer, build_mlp, configure  # noqa: E402
 from pocketnn.datasets import load_dataset  # noqa: E402
+from pocketnn.fileio import atomic_write_bytes  # noqa: E402
 from pocketnn.intmath import DEFAULT_ENGINE, ENGINES, single_thread_blas  # noqa: E402
 
 PAPER_NETS = {"mnist": [784, 100, 50, 10], "fashion-mnist": [784, 200, 100, 50, 10]}
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args)
     print(table(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
         print(f"\nwrote {args.json}")
     return 0
 
