@@ -18,7 +18,7 @@ from .intmath import single_thread_blas
 from .layers import WEIGHT_CLAMP, Dense
 
 FORMAT_NAME = "pocketnn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the sha256 covers the metadata too
 
 
 class ModelFileError(ValueError):
@@ -81,7 +81,7 @@ class Sequential:
             a = y
         return a, cache
 
-    def scores(self, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+    def scores(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """Class scores (the last layer's integer output) for every row of ``x``.
 
         Rows go through in batches of ``batch_size``: large enough for efficient products,
@@ -97,7 +97,7 @@ class Sequential:
                 out[start : start + batch_size] = a
         return out
 
-    def predict(self, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+    def predict(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """Predicted class per row: the first index of the highest score."""
         return np.argmax(self.scores(x, batch_size), axis=1)
 
