@@ -489,17 +489,22 @@ def test_float_checker_detects_float_helpers_and_instructions(tmp_path):
     assert any(f.startswith("instruction") and "vcvt.f32.s32" in f for f in hard)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("with_training", [False, True])
-def test_cortex_m0_build_is_integer_only(tmp_path, mnist_model_file, with_training):
-    _, source = export_c(mnist_model_file, tmp_path, "mnist", with_training)
-    elf = build_firmware(
+def _mnist_firmware(tmp_path, model_file, with_training, main_c):
+    """Export the MNIST model into ``tmp_path`` and cross-compile it with a harness main."""
+    _, source = export_c(model_file, tmp_path, "mnist", with_training)
+    return build_firmware(
         [source],
-        [HARNESS_DIR / "footprint_main.c", HARNESS_DIR / "runtime.c"],
-        tmp_path / "fw.elf",
+        [HARNESS_DIR / main_c, HARNESS_DIR / "runtime.c"],
+        tmp_path / f"{Path(main_c).stem}.elf",
         [tmp_path],
         harness_defines("mnist", with_training),
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_training", [False, True])
+def test_cortex_m0_build_is_integer_only(tmp_path, mnist_model_file, with_training):
+    elf = _mnist_firmware(tmp_path, mnist_model_file, with_training, "footprint_main.c")
     assert find_float_usage(elf) == []
     assert find_float_usage(elf.with_suffix(".obj") / "mnist.o") == []
     symbols = run_tool(["arm-none-eabi-nm", elf]).stdout.decode()
@@ -544,14 +549,7 @@ def test_qemu_cortex_m_runs_bit_exact(tmp_path, mnist, mnist_model_file, with_tr
     test_images = mnist.test_images[:300]
     steps = mnist_steps(mnist, 3, seed=21)
     _mcu_data_header(tmp_path / "mcu_data.h", test_images, steps, n_after=50)
-    _, source = export_c(mnist_model_file, tmp_path, "mnist", with_training)
-    elf = build_firmware(
-        [source],
-        [HARNESS_DIR / "mcu_main.c", HARNESS_DIR / "runtime.c"],
-        tmp_path / "mcu.elf",
-        [tmp_path],
-        harness_defines("mnist", with_training),
-    )
+    elf = _mnist_firmware(tmp_path, mnist_model_file, with_training, "mcu_main.c")
     assert find_float_usage(elf) == []
     out = _parse_mcu_output(run_qemu(elf, timeout=120))
 

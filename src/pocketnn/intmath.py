@@ -203,6 +203,14 @@ def _dtype_magnitude(dtype: np.dtype) -> int:
     return max(-int(info.min), int(info.max))
 
 
+def signed_dtype_for(bound: int, smallest: type = np.int8) -> np.dtype:
+    """The smallest signed integer dtype (at least ``smallest``) holding ``[-bound, bound]``."""
+    for dtype in (np.int8, np.int16, np.int32, np.int64):
+        if np.dtype(dtype).itemsize >= np.dtype(smallest).itemsize and bound <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"no integer type holds values up to {bound}")
+
+
 def magnitude(x: np.ndarray) -> int:
     """An upper bound of ``|x|``: from the dtype for 8/16-bit arrays, else measured."""
     if x.dtype.itemsize <= 2:

@@ -12,6 +12,7 @@ from .intmath import (
     clamp,
     guard,
     matmul,
+    signed_dtype_for,
     stochastic_div_,
     trunc_div_scalar_,
 )
@@ -21,11 +22,11 @@ WEIGHT_CLAMP = 32767
 
 
 def param_dtype(weight_clamp: int) -> np.dtype:
-    """The smallest signed integer dtype that holds every clamped weight."""
-    for dtype in (np.int16, np.int32):
-        if weight_clamp <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise ValueError(f"weight_clamp {weight_clamp} does not fit int32")
+    """The dtype of clamped weights: int16, or int32 for a clamp beyond 16 bits."""
+    dtype = signed_dtype_for(weight_clamp, smallest=np.int16)
+    if dtype.itemsize > 4:
+        raise ValueError(f"weight_clamp {weight_clamp} does not fit int32")
+    return dtype
 
 
 class Dense:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..activations import K_BIT, SIGMOID_PIECES, TABLE_HIGH, TABLE_LOW, TANH_PIECES, Piece
 from ..fileio import atomic_write_bytes
-from ..intmath import INT32_MAX, INT32_MIN
+from ..intmath import INT32_MAX, INT32_MIN, signed_dtype_for
 from ..losses import TARGET_VALUE
 from ..model import Sequential, load_checkpoint
 
@@ -84,10 +84,10 @@ element-wise C layer loop does not do; it is refused with a clear error."""
 
 def c_type(bound: int) -> str:
     """The smallest signed C type holding every integer in ``[-bound, bound]``."""
-    for bits in (8, 16, 32, 64):
-        if bound <= 2 ** (bits - 1) - 1:
-            return f"int{bits}_t"
-    raise ExportError(f"no C integer type holds values up to {bound}")
+    try:
+        return f"int{8 * signed_dtype_for(bound).itemsize}_t"
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def c_int(value: int) -> str:
