@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 import struct
 
@@ -12,8 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pocketnn import datasets
-from pocketnn.datasets import STEMS, DatasetError, load_dataset, read_idx
+import pocketnn.datasets
+from pocketnn.datasets import cache, catalog, cli
+from pocketnn.datasets.catalog import STEMS
+from pocketnn.datasets.errors import DatasetError
+from pocketnn.datasets.idx import read_idx
+from pocketnn.datasets.load import fetch, load_dataset
 
 
 def idx_bytes(arr: np.ndarray, code: int | None = None) -> bytes:
@@ -125,8 +130,8 @@ def synth(tmp_path, monkeypatch):
             s: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)} for s, b in raw.items()
         }
     }
-    monkeypatch.setattr(datasets, "checksums", lambda: table)
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": ((tmp_path / "nowhere").as_uri() + "/",)})
+    monkeypatch.setattr(cache, "checksums", lambda: table)
+    monkeypatch.setitem(catalog.MIRRORS, "mnist", ((tmp_path / "nowhere").as_uri() + "/",))
     monkeypatch.delenv("POCKETNN_DATA", raising=False)
     src = tmp_path / "src"
     src.mkdir()
@@ -210,7 +215,7 @@ def test_missing_data_dir_is_an_error(synth, tmp_path):
 
 
 def test_corrupt_cache_file_is_removed_and_refetched(synth):
-    fetched = datasets.fetch("mnist", data_dir=synth.src, cache_dir=synth.cache, sources=("dir",))
+    fetched = fetch("mnist", data_dir=synth.src, cache_dir=synth.cache, sources=("dir",))
     assert fetched == synth.cache / "mnist"
     victim = fetched / "train-labels-idx1-ubyte"
     victim.write_bytes(synth.raw["train-labels-idx1-ubyte"][:-1])
@@ -235,7 +240,7 @@ def test_misplaced_file_gives_clear_shape_error(synth, monkeypatch):
             for s, b in swapped.items()
         }
     }
-    monkeypatch.setattr(datasets, "checksums", lambda: table)
+    monkeypatch.setattr(cache, "checksums", lambda: table)
     with pytest.raises(DatasetError, match=r"t10k-images.*expected uint8 images of shape"):
         load_dataset("mnist", data_dir=synth.src, cache_dir=synth.cache, sources=("dir",))
     assert not (synth.cache / "mnist").exists()
@@ -245,21 +250,19 @@ def test_failed_cache_write_leaves_no_partial_file(synth, monkeypatch):
     def boom(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(datasets.os, "fsync", boom)
+    monkeypatch.setattr(os, "fsync", boom)
     with pytest.warns(UserWarning, match="cannot write cache.*disk full"):
         ds = load_dataset("mnist", data_dir=synth.src, cache_dir=synth.cache, sources=("dir",))
     check_synthetic(ds, synth.arrays)  # data still usable
     assert list((synth.cache / "mnist").iterdir()) == []
     with pytest.raises(DatasetError, match="cannot write cache"):
-        datasets.fetch("mnist", data_dir=synth.src, cache_dir=synth.cache, sources=("dir",))
+        fetch("mnist", data_dir=synth.src, cache_dir=synth.cache, sources=("dir",))
     assert list((synth.cache / "mnist").iterdir()) == []
 
 
 def test_web_source_with_local_mirror(synth, monkeypatch, capsys):
-    monkeypatch.setattr(
-        datasets,
-        "MIRRORS",
-        {"mnist": ((synth.src / "none").as_uri() + "/", synth.src.as_uri() + "/")},
+    monkeypatch.setitem(
+        catalog.MIRRORS, "mnist", ((synth.src / "none").as_uri() + "/", synth.src.as_uri() + "/")
     )
     ds = load_dataset("mnist", cache_dir=synth.cache, sources=("web",), verbose=True)
     check_synthetic(ds, synth.arrays)
@@ -276,27 +279,32 @@ def test_names_sources_and_cache_root(tmp_path, monkeypatch):
         load_dataset("Fashion_MNIST", cache_dir=tmp_path, sources=("npm",))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("POCKETNN_DATA", raising=False)
-    assert datasets.cache_root() == tmp_path / "xdg" / "pocketnn"
+    assert cache.cache_root() == tmp_path / "xdg" / "pocketnn"
     monkeypatch.setenv("POCKETNN_DATA", str(tmp_path / "env"))
-    assert datasets.cache_root() == tmp_path / "env"
-    assert datasets.cache_root(tmp_path / "arg") == tmp_path / "arg"
+    assert cache.cache_root() == tmp_path / "env"
+    assert cache.cache_root(tmp_path / "arg") == tmp_path / "arg"
 
 
 def test_main_fetch(synth, capsys):
     argv = ["fetch", "mnist", "--data-dir", str(synth.src), "--cache-dir", str(synth.cache), "-q"]
-    assert datasets.main(argv) == 0
+    assert cli.main(argv) == 0
     assert capsys.readouterr().out.strip() == f"mnist: {synth.cache / 'mnist'}"
     shutil.rmtree(synth.cache)
     (synth.src / "t10k-images-idx3-ubyte.gz").unlink()
-    assert datasets.main(argv) == 1
+    assert cli.main(argv) == 1
     assert "error: could not obtain mnist" in capsys.readouterr().err
+
+
+def test_package_reexports_public_names():
+    assert not [n for n in pocketnn.datasets.__all__ if not hasattr(pocketnn.datasets, n)]
+    assert pocketnn.datasets.load_dataset is load_dataset and pocketnn.datasets.main is cli.main
 
 
 # ------------------------------------------------------------------------- real data
 
 
 def test_shipped_checksum_table():
-    table = datasets.checksums()
+    table = cache.checksums()
     for name in ("mnist", "fashion-mnist"):
         assert set(table[name]) == set(STEMS)
         assert table[name]["train-images-idx3-ubyte"]["bytes"] == 16 + 60000 * 784
