@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pocketnn import Trainer, build_mlp, load, load_checkpoint, save
-from pocketnn.cli import confusion_matrix, main
+from pocketnn.cli import main
+from pocketnn.cli.report import confusion_matrix
 
 
 def run(capsys, *argv):

@@ -1,0 +1,7 @@
+"""``python -m pocketnn.cli``: the same as the ``pocketnn`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

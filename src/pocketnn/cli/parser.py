@@ -1,0 +1,89 @@
+"""The command line's grammar: global options, the five subcommands and their flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from ..intmath import DEFAULT_ENGINE, ENGINES, OVERFLOW_POLICIES
+from ..train import ALGORITHMS, ROUNDINGS
+from .errors import CLIError
+from .evaluate import cmd_evaluate
+from .export_c import cmd_export_c
+from .info import cmd_info
+from .predict import cmd_predict
+from .presets import PAPER_ARCHS, PRESETS
+from .train import cmd_train
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pocketnn`` parser; each subcommand sets ``func``, the command to run."""
+    p = _Parser(prog="pocketnn", description="Integer-only neural networks (PocketNN).")
+    p.add_argument("--version", action="version", version=f"pocketnn {__version__}")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help=f"exact integer engine; all give the same bits (default here: {DEFAULT_ENGINE})",
+    )
+    p.add_argument(
+        "--overflow",
+        choices=OVERFLOW_POLICIES,
+        default="raise",
+        help="what an int32 overflow does: raise (default) or wrap like the reference",
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a network on MNIST or Fashion-MNIST")
+    t.add_argument("--dataset", required=True, choices=sorted(PAPER_ARCHS))
+    t.add_argument("--preset", choices=sorted(PRESETS), help="hyperparameters (default paper)")
+    t.add_argument("--arch", help="layer widths, e.g. 784-100-50-10")
+    t.add_argument("--activation", help="hidden activation (default pocket_tanh)")
+    t.add_argument("--output-activation", help="output activation (default: as hidden)")
+    t.add_argument("--algorithm", choices=ALGORITHMS)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr-inv", type=int)
+    t.add_argument("--lr-double-every", type=int, help="double lr_inv every N epochs (0: never)")
+    t.add_argument(
+        "--rounding",
+        choices=ROUNDINGS,
+        help="weight-update rounding: trunc (reference) or stochastic (unbiased)",
+    )
+    t.add_argument("--seed", type=int)
+    t.add_argument("--data-dir", help="folder holding the four idx files (raw or .gz)")
+    t.add_argument("--out", required=True, help="model file, saved after every epoch")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("--force", action="store_true", help="replace an existing --out file")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy and confusion matrix")
+    e.add_argument("model")
+    e.add_argument("--dataset", required=True, choices=sorted(PAPER_ARCHS))
+    e.add_argument("--data-dir")
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="classify 28x28 images (PNG, PGM or idx)")
+    pr.add_argument("model")
+    pr.add_argument("files", nargs="+")
+    pr.add_argument("--invert", action="store_true", help="dark digits on light ground")
+    pr.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser("info", help="architecture, parameter counts, value ranges")
+    i.add_argument("model")
+    i.set_defaults(func=cmd_info)
+
+    x = sub.add_parser("export-c", help="generate C99 for a microcontroller without an FPU")
+    x.add_argument("model")
+    x.add_argument("--out", required=True, help="output folder")
+    x.add_argument("--name", default="model", help="C identifier prefix")
+    x.add_argument("--with-training", action="store_true", help="include the DFA training step")
+    x.add_argument("--report", action="store_true", help="print the Cortex-M0 footprint")
+    x.set_defaults(func=cmd_export_c)
+    return p

@@ -1,0 +1,41 @@
+"""What the commands tell people about a model: percentages, confusion matrix, summary."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import Sequential
+
+
+def percent(correct: int, total: int) -> str:
+    """``correct / total`` as a percentage with two decimals, for people only."""
+    return f"{100 * correct / total:.2f} %"
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts ``[true, predicted]`` as an int64 (n_classes, n_classes) matrix."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
+    return cm
+
+
+def describe(model: Sequential, state: dict | None) -> str:
+    """A human-readable summary of a model: layers, parameters, value ranges."""
+    lines = [f"architecture: {'-'.join(map(str, model.dims))}", f"parameters: {model.n_params}"]
+    for layer in model.layers:
+        lines.append(
+            f"  {layer.name}: {layer.n_in} -> {layer.n_out}, {layer.activation_name}, "
+            f"W {layer.W.dtype} [{layer.W.min()}, {layer.W.max()}], "
+            f"b [{layer.b.min()}, {layer.b.max()}], "
+            f"{layer.W.size + layer.b.size} params, clamp ±{layer.weight_clamp}"
+        )
+    if state:
+        lines.append(
+            f"training: {state.get('algorithm')} on {state.get('dataset')}, "
+            f"{state.get('epoch')} epochs done, seed {state.get('seed')}, "
+            f"batch {state.get('batch_size')}, lr_inv {state.get('lr_inv')}"
+        )
+        last = (state.get("history") or [None])[-1]
+        if last and last.get("test_total"):
+            lines.append(f"last test accuracy: {percent(last['test_correct'], last['test_total'])}")
+    return "\n".join(lines)

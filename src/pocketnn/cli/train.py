@@ -1,0 +1,156 @@
+"""The ``train`` command: a fresh run from the preset and flags, or ``--resume`` of a saved one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..datasets import load_dataset
+from ..model import build_mlp, load_checkpoint, save
+from ..train import EpochResult, Trainer, he_init
+from .errors import CLIError
+from .presets import parse_arch, settings
+from .progress import ProgressBar, epoch_line
+from .report import percent
+from .runlog import append_log, log_path_for
+
+RESUME_FIXED = (
+    "preset",
+    "algorithm",
+    "batch_size",
+    "lr_inv",
+    "lr_double_every",
+    "seed",
+    "rounding",
+)
+
+
+def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
+    """The trainer saved in ``out``, refusing flags that would change the run."""
+    if not out.exists():
+        raise CLIError(f"--resume: {out} does not exist yet; start without --resume")
+    model, state, arrays = load_checkpoint(out)
+    if not state:
+        raise CLIError(f"--resume: {out} holds no training state")
+    if state.get("dataset") != args.dataset:
+        raise CLIError(f"--resume: {out} was trained on {state.get('dataset')}, not {args.dataset}")
+    changed = [
+        f"--{key.replace('_', '-')} {getattr(args, key)} (saved: {state.get(key)})"
+        for key in RESUME_FIXED
+        if getattr(args, key) is not None and getattr(args, key) != state.get(key)
+    ]
+    if args.arch is not None and parse_arch(args.arch) != model.dims:
+        changed.append(f"--arch {args.arch} (saved: {'-'.join(map(str, model.dims))})")
+    for flag, given, saved in (
+        ("--activation", args.activation, model.layers[0].activation_name),
+        ("--output-activation", args.output_activation, model.layers[-1].activation_name),
+    ):
+        if given is not None and given != saved:
+            changed.append(f"{flag} {given} (saved: {saved})")
+    if changed:
+        raise CLIError(f"--resume continues the saved run; it cannot change {', '.join(changed)}")
+    try:
+        trainer = Trainer.from_state(model, state, arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CLIError(f"--resume: {out} has an inconsistent training state ({exc})") from None
+    print(f"resuming {out} after epoch {trainer.epoch}", file=sys.stderr)
+    epochs = args.epochs if args.epochs is not None else state["epochs"]
+    return trainer, epochs, state.get("preset", "paper")
+
+
+def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Trainer, int, str]:
+    """A new model and trainer from the preset and the flags."""
+    cfg = settings(args)
+    model = build_mlp(parse_arch(cfg["arch"]), cfg["activation"], cfg["output_activation"])
+    if model.dims[0] != n_inputs or model.dims[-1] != n_classes:
+        raise CLIError(
+            f"--arch {cfg['arch']} must start at {n_inputs} and end at {n_classes} "
+            f"for {args.dataset}"
+        )
+    trainer = Trainer(
+        model,
+        cfg["algorithm"],
+        cfg["lr_inv"],
+        cfg["batch_size"],
+        cfg["lr_double_every"],
+        seed=cfg["seed"],
+        rounding=cfg["rounding"],
+    )
+    if cfg["algorithm"] == "bp":
+        he_init(model, cfg["seed"])
+    return trainer, cfg["epochs"], args.preset or "paper"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train, saving the model and a log line after every epoch; print the test accuracy."""
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise CLIError(f"--out: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise CLIError(f"--out: {out} is a folder; name the model file to write")
+    if out.exists() and not (args.resume or args.force):
+        raise CLIError(
+            f"--out: {out} exists; --resume continues it, --force replaces it with a new run"
+        )
+    if args.arch is not None:
+        parse_arch(args.arch)  # fail before the dataset is loaded
+    log_path = log_path_for(out)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, verbose=not args.quiet)
+    if args.resume:
+        trainer, epochs, preset = _resume(args, out)
+    else:
+        trainer, epochs, preset = _fresh(args, data.train_images.shape[1], len(data.classes))
+    model = trainer.model
+    if not args.quiet:
+        print(
+            f"{args.dataset}: {model!r}, {model.n_params} parameters, algorithm "
+            f"{trainer.algorithm}, batch {trainer.batch_size}, lr_inv {trainer.lr_inv}, "
+            f"rounding {trainer.rounding}, seed {trainer.seed}, engine {args.engine}"
+        )
+
+    def save_checkpoint() -> None:
+        state, arrays = trainer.state()
+        state.update(dataset=args.dataset, epochs=epochs, preset=preset)
+        save(out, model, training=state, extra_arrays=arrays)
+
+    def on_epoch(result: EpochResult) -> None:
+        save_checkpoint()
+        # a fresh run's first epoch starts the log over (an old run's log lives until then)
+        fresh = not args.resume and result.epoch == 1
+        append_log(
+            log_path, dict(vars(result), dataset=args.dataset, seed=trainer.seed), fresh=fresh
+        )
+        if not args.quiet:
+            print(epoch_line(result, epochs), flush=True)
+
+    bar = ProgressBar("training", not args.quiet)
+    done_before = trainer.epoch
+    trainer.fit(
+        data.train_images,
+        data.train_labels,
+        epochs,
+        data.test_images,
+        data.test_labels,
+        on_epoch=on_epoch,
+        progress=bar,
+    )
+    if trainer.epoch == done_before:  # no epoch to run: still write the model asked for
+        save_checkpoint()
+    last = trainer.history[-1] if trainer.history else None
+    if last is not None and last.test_correct is not None:
+        correct = last.test_correct  # the model is the one saved after that epoch
+    else:
+        correct = model.count_correct(data.test_images, data.test_labels)
+    best = max(trainer.history, key=lambda r: r.test_correct or 0, default=None)
+    print(
+        f"test accuracy: {percent(correct, len(data.test_labels))} "
+        f"({correct}/{len(data.test_labels)}) after {trainer.epoch} epochs",
+        end="",
+    )
+    if best is not None and best.test_correct:
+        print(f"; best {percent(best.test_correct, best.test_total)} at epoch {best.epoch}")
+    else:
+        print()
+    print(f"model saved to {out}, log in {log_path}")
+    return 0
