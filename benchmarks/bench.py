@@ -34,9 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pocketnn import Trainer, build_mlp, configure  # noqa: E402
+from pocketnn.core.context import DEFAULT_ENGINE, ENGINES  # noqa: E402
 from pocketnn.datasets import load_dataset  # noqa: E402
-from pocketnn.fileio import atomic_write_bytes  # noqa: E402
-from pocketnn.intmath import DEFAULT_ENGINE, ENGINES, single_thread_blas  # noqa: E402
+from pocketnn.engines.blas import single_thread_blas  # noqa: E402
+from pocketnn.io.atomic import atomic_write_bytes  # noqa: E402
 
 PAPER_NETS = {"mnist": [784, 100, 50, 10], "fashion-mnist": [784, 200, 100, 50, 10]}
 REFERENCE = {  # the C++ reference, one core, -O3 (docs/performance.md)

@@ -28,22 +28,21 @@ def main() -> None:
     import numpy as np  # noqa: F401
 
     import pocketnn
+    from pocketnn.core.context import DEFAULT_ENGINE
     from pocketnn.datasets import load_dataset
-    from pocketnn.intmath import DEFAULT_ENGINE
-    from pocketnn.losses import one_hot
 
     engine = args.engine or DEFAULT_ENGINE
     stages.append(("numpy + pocketnn", rss_mb()))
     data = load_dataset("mnist")
     stages.append(("MNIST loaded", rss_mb()))
     if engine == "fused":
-        import pocketnn.fused  # noqa: F401  (imports numba)
+        import pocketnn.engines.fused  # noqa: F401  (imports numba)
 
         stages.append(("numba imported", rss_mb()))
     model = pocketnn.build_mlp([784, 100, 50, 10])
     trainer = pocketnn.Trainer(model, seed=1)
     with pocketnn.configure(engine=engine):
-        trainer.step(data.train_images[:20], one_hot(data.train_labels[:20], 10))
+        trainer.step(data.train_images[:20], data.train_labels[:20])
         stages.append(("first step", rss_mb()))
         trainer.fit(data.train_images, data.train_labels, 1)
         stages.append(("one epoch", rss_mb()))

@@ -1,8 +1,19 @@
-"""Shared fixtures: the golden vectors shipped in tests/golden and the real datasets."""
+"""Shared fixtures (golden vectors, real datasets) and the test tiers.
+
+Tiers, by marker (see pyproject.toml): the fast tier runs on synthetic data alone
+(``pytest -m "not real_data and not slow"``); ``real_data`` needs MNIST (``scripts/setup.sh``
+fetches it), ``numba`` the fast extra, ``gcc`` a host C compiler, ``arm`` the Cortex-M
+cross-compiler and qemu. A test whose tool is missing is skipped on a developer's machine;
+with ``POCKETNN_REQUIRE_ALL=1`` (set by ``.ci/run``) every skip is a failure instead, so CI
+never passes by skipping.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +25,45 @@ GOLDEN_SHA256 = {  # from the golden README: the files are the reference's, unch
     "dfa_mnist_epoch1.npz": "1dac2e837c0d9d73bfedadfd2a83797596cc7aed8859745faf2817d4119604e6",
     "bp_tiny.npz": "fc62aa2922594f017e6b406a9e58a3d30821397cf1527f68ea6c8fa0e9978396",
 }
+REQUIRE_ALL = os.environ.get("POCKETNN_REQUIRE_ALL") == "1"
+TOOLS = {  # marker -> what must be present, and how to get it
+    "numba": (lambda: importlib.util.find_spec("numba") is not None, "pip install numba"),
+    "gcc": (lambda: shutil.which("gcc") is not None, "apt-get install gcc"),
+    "arm": (
+        lambda: all(shutil.which(t) for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+        "bash .ci/install-arm.sh",
+    ),
+}
+REAL_DATA_FIXTURES = {"mnist", "mnist_model_file"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
+        for marker, (present, how) in TOOLS.items():
+            if item.get_closest_marker(marker) and not present():
+                item.add_marker(pytest.mark.skip(reason=f"needs {marker} ({how})"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ALL and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and POCKETNN_REQUIRE_ALL=1 forbids skips: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ALL and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"module skipped, and POCKETNN_REQUIRE_ALL=1 forbids skips: {report.longrepr}"
+        )
 
 
 def load_golden(name: str) -> dict[str, np.ndarray]:

@@ -5,7 +5,7 @@ training step, an epoch loop, evaluation and save/load, and inspects every numpy
 in the frame's locals and in its return value. With the ``int`` engine nothing may be a
 float at all. With the default ``blas`` engine the only float arrays allowed are the
 reused float64 work buffers of the exact matmul (``_as_float64``), whose use is proven
-exact by the bound check in ``exact_matmul``.
+exact by the bound check in ``exact_matmul`` (:mod:`pocketnn.engines.blas`).
 """
 
 import sys
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import pocketnn
-from pocketnn import Trainer, build_mlp, configure, load, save
+from pocketnn import Trainer, build_mlp, configure
 
 PACKAGE = str(Path(pocketnn.__file__).parent)
-BLAS_FLOAT_FRAMES = {"_as_float64", "_float64_buffer", "_blas_product"}
+BLAS_FLOAT_FRAMES = {"_as_float64", "_buffer", "blas_product", "workspace"}
 
 
 def arrays_in(value, depth=0):
@@ -60,21 +60,20 @@ def audit(fn, allowed_frames=frozenset()):
 def training_session(mnist, tmp_path, algorithm):
     def go():
         model = build_mlp([784, 24, 16, 10])
-        trainer = Trainer(model, algorithm=algorithm, seed=1)
+        trainer = Trainer(model, rule=algorithm, seed=1)
         if algorithm == "bp":
-            from pocketnn.train import he_init
+            from pocketnn.train.seeding import he_init
 
             he_init(model, 1)
         trainer.fit(
             mnist.train_images[:400],
             mnist.train_labels[:400],
             1,
-            mnist.test_images[:300],
-            mnist.test_labels[:300],
+            x_test=mnist.test_images[:300],
+            y_test=mnist.test_labels[:300],
         )
-        state, arrays = trainer.state()
-        save(tmp_path / "m.npz", model, training=state, extra_arrays=arrays)
-        load(tmp_path / "m.npz").predict(mnist.test_images[:50])
+        trainer.save(tmp_path / "m.npz")
+        Trainer.load(tmp_path / "m.npz").model.predict(mnist.test_images[:50])
 
     return go
 
@@ -84,10 +83,12 @@ def test_int_engine_has_no_float_anywhere(mnist, tmp_path, algorithm):
     with configure(engine="int", overflow="wrap"):  # integer BP overflows, as the paper says
         found, frames = audit(training_session(mnist, tmp_path, algorithm))
     assert {
-        "step",
+        "_layered_step",
         "update",
+        "propose",
+        "commit",
         "forward",
-        "pocket_tanh",
+        "infer",
         "trunc_div",
         "matmul",
         "l2_loss",
@@ -109,13 +110,13 @@ def test_blas_engine_confines_floats_to_the_exact_matmul_buffers(
     with configure(engine=engine, overflow="wrap"):
         found, frames = audit(training_session(mnist, tmp_path, algorithm), BLAS_FLOAT_FRAMES)
     assert "_as_float64" in frames
-    assert ("dfa_step" in frames) == (engine == "fused" and algorithm == "dfa")
+    assert ("_layered_step" in frames) != (engine == "fused" and algorithm == "dfa")
     assert found == []
 
 
 def test_the_audit_catches_a_float(mnist, tmp_path):
     """The hook is not blind: a float array in a pocketnn frame is reported."""
-    from pocketnn import intmath
+    from pocketnn.engines import blas
 
-    found, _ = audit(lambda: intmath._as_float64(np.arange(3), 99))
+    found, _ = audit(lambda: blas.blas_product(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8)))
     assert ("_as_float64", "buf", "float64") in found

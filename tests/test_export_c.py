@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import pocketnn
+from pocketnn.core.overflow import IntegerOverflowError
 from pocketnn.export import ExportError, export_c, footprint_report, generate_c
 from pocketnn.export.c import ACTIVATIONS, c_array
 from pocketnn.export.footprint import (
@@ -29,9 +30,8 @@ from pocketnn.export.footprint import (
     run_qemu,
     run_tool,
 )
-from pocketnn.intmath import IntegerOverflowError
-from pocketnn.losses import one_hot
-from pocketnn.train import random_feedback
+from pocketnn.nn.losses import one_hot
+from pocketnn.train.rules import random_feedback
 
 SUPPORTED = list(ACTIVATIONS)
 PICO_SRAM = 264 * 1024
@@ -125,18 +125,18 @@ def python_train(model, feedback, steps):
     """The same steps in Python: results (correct counts) and every parameter.
 
     A step where Python raises IntegerOverflowError gets the result -1 (NAME_ERR_OVERFLOW)
-    and ends the run; the parameters returned are then those from before that step, which is
-    what the C keeps (its failed step changes nothing, Python's may have updated a layer).
+    and ends the run. Steps are transactional in both: the failed step changed no parameter.
     """
-    trainer = pocketnn.Trainer(model, algorithm="dfa", feedback=feedback)
-    n_classes = model.dims[-1]
+    trainer = pocketnn.Trainer(model, rule="dfa", feedback=feedback)
     results = []
     for x, labels, lr in steps:
         before = [p.copy() for layer in model.layers for p in (layer.W, layer.b)]
         try:
-            results.append(trainer.step(x, one_hot(np.asarray(labels, np.int64), n_classes), lr)[1])
+            results.append(trainer.step(x, np.asarray(labels, np.int64), lr_inv=lr)[1])
         except IntegerOverflowError:
-            return results + [-1], before
+            after = [p for layer in model.layers for p in (layer.W, layer.b)]
+            assert all(np.array_equal(a, b) for a, b in zip(after, before))
+            return results + [-1], after
     return results, [p for layer in model.layers for p in (layer.W, layer.b)]
 
 
@@ -184,12 +184,12 @@ def fnv1a(data: bytes) -> int:
 def mnist_model_file(tmp_path_factory, mnist):
     """The MNIST paper net after 300 DFA steps from zero, saved with its feedback matrices."""
     model = pocketnn.build_mlp([784, 100, 50, 10])
-    trainer = pocketnn.Trainer(model, algorithm="dfa", seed=3)
+    trainer = pocketnn.Trainer(model, rule="dfa", seed=3)
     order = np.random.default_rng(3).permutation(len(mnist.train_labels))[:6000]
     targets = one_hot(mnist.train_labels.astype(np.int64), 10)
     for s in range(300):
         idx = order[20 * s : 20 * (s + 1)]
-        trainer.step(mnist.train_images[idx], targets[idx])
+        trainer.step(mnist.train_images[idx], targets=targets[idx])
     settings, arrays = trainer.state()
     path = tmp_path_factory.mktemp("mnist") / "mnist.npz"
     pocketnn.save(path, model, settings, arrays)
@@ -416,7 +416,7 @@ def test_run_time_overflow_checks_match_python(tmp_path, feedback_value, where):
     py_model = copy_model(model)
     trainer = pocketnn.Trainer(copy_model(model), feedback=fb)
     with pytest.raises(IntegerOverflowError, match=where):
-        trainer.step(big[0], one_hot(np.array(big[1]), 3), 1)
+        trainer.step(big[0], np.array(big[1]), lr_inv=1)
     py_results, py_params = python_train(py_model, fb, [small, big])
     c_results, c_params = host_train(exe, model, [small, big])
     assert py_results == c_results and c_results[1] == -1

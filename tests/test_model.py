@@ -1,11 +1,12 @@
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pocketnn import ModelFileError, Trainer, build_mlp, load, load_checkpoint, save
-from pocketnn.model import FORMAT_VERSION
+from pocketnn.io.model_file import FORMAT_VERSION
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def rewrite(path, mutate):
 def test_changed_weights_fail_the_checksum(tmp_path, trained):
     path = tmp_path / "m.npz"
     save(path, trained)
-    rewrite(path, lambda a: a["layer0.W"].__setitem__((0, 0), 123))
+    rewrite(path, lambda a: a["layers.0.W"].__setitem__((0, 0), 123))
     with pytest.raises(ModelFileError, match="checksum"):
         load(path)
 
@@ -126,7 +127,7 @@ def test_input_checks():
         model.predict(np.zeros((2, 784)))
     with pytest.raises(ValueError, match=r"\(N, 784\)"):
         model.predict(np.zeros((2, 783), dtype=np.uint8))
-    with pytest.raises(ValueError, match="expects 50 inputs"):
+    with pytest.raises(ValueError, match="expects input of shape 50"):
         from pocketnn import Dense, Sequential
 
         Sequential([Dense(784, 100, name="fc1"), Dense(50, 10, name="fc2")])
@@ -173,4 +174,81 @@ def test_edited_metadata_fails_the_checksum(tmp_path, trained):
 
     rewrite(path, swap_activation)
     with pytest.raises(ModelFileError, match="checksum"):
+        load(path)
+
+
+# --------------------------------------------------------------------------- format 2 files
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_format_2_files_of_the_previous_release_still_load_to_the_same_bits(mnist):
+    """Files written by release 0.1.0 (commit 381eb8f, format 2; see tests/data/README.md)."""
+    expected = np.load(DATA / "format2_expected.npz")
+    dfa = load(DATA / "format2_dfa.npz")
+    assert [type(layer).__name__ for layer in dfa.layers] == ["Dense"] * 3
+    assert np.array_equal(dfa.scores(mnist.test_images[:500]), expected["dfa_scores"])
+    small = (
+        mnist.test_images[:500].reshape(-1, 28, 28)[:, ::4, ::4][:, :6, :6].reshape(500, -1) // 64
+    ).astype(np.uint8)
+    plain = load(DATA / "format2_plain.npz")
+    assert plain.layers[-1].activation_name == "as_is"
+    assert np.array_equal(plain.scores(small), expected["plain_scores"])
+
+
+def test_a_format_2_checkpoint_resumes_as_the_previous_release_did(mnist):
+    """One more epoch from the old file gives the weights the old release computed."""
+    expected = np.load(DATA / "format2_expected.npz")
+    trainer = Trainer.load(DATA / "format2_dfa.npz")
+    assert (trainer.epoch, trainer.rounding, trainer.lr_double_every) == (2, "stochastic", 1)
+    trainer.fit(mnist.train_images[:2000], mnist.train_labels[:2000], 3)
+    layers = trainer.model.layers
+    assert np.array_equal(layers[0].W, expected["resumed_W"])
+    assert np.array_equal(layers[1].W, expected["resumed_W2"])
+    assert np.array_equal(layers[2].W, expected["resumed_W3"])
+    assert np.array_equal(layers[2].b, expected["resumed_b3"])
+
+
+def test_format_3_stores_typed_layers_and_refuses_other_versions(tmp_path, trained):
+    path = tmp_path / "m.npz"
+    save(path, trained)
+    with np.load(path) as npz:
+        meta = json.loads(npz["meta"].tobytes())
+        assert {"layers.0.W", "layers.0.b", "layers.1.W", "layers.1.b"} <= set(npz.files)
+    assert meta["version"] == FORMAT_VERSION == 3
+    assert meta["layers"][0] == {
+        "type": "Dense",
+        "name": "fc1",
+        "n_in": 784,
+        "n_out": 30,
+        "activation": "pocket_tanh",
+        "weight_clamp": 32767,
+    }
+    for version in (1, 4, "3"):
+
+        def set_version(arrays, version=version):
+            meta = json.loads(arrays["meta"].tobytes())
+            meta["version"] = version
+            arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+        rewrite(path, set_version)
+        with pytest.raises(ModelFileError, match="format version .* is not supported"):
+            load(path)
+
+
+def test_an_unknown_layer_type_is_refused_with_its_name(tmp_path, trained):
+    path = tmp_path / "m.npz"
+    save(path, trained)
+
+    def retype(arrays):
+        meta = json.loads(arrays["meta"].tobytes())
+        meta["layers"][1]["type"] = "Conv9D"
+        del meta["sha256"]
+        from pocketnn.io import model_file
+
+        meta["sha256"] = model_file.digest({k: v for k, v in arrays.items() if k != "meta"}, meta)
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+    rewrite(path, retype)
+    with pytest.raises(ModelFileError, match="unknown layer type 'Conv9D'"):
         load(path)

@@ -2,9 +2,15 @@ import numpy as np
 import pytest
 
 from pocketnn import IntegerOverflowError, Trainer, build_mlp, configure
-from pocketnn.intmath import trunc_div
-from pocketnn.losses import l2_loss, one_hot
-from pocketnn.train import init_range, lr_inv_at, random_feedback, seeded_order
+from pocketnn.core.arith import trunc_div
+from pocketnn.nn.losses import l2_loss, one_hot
+from pocketnn.train.optimizer import IntegerSGD
+from pocketnn.train.rules import random_feedback
+from pocketnn.train.seeding import init_range, seeded_order
+
+
+def lr_inv_at(epoch, lr_inv, double_every):
+    return IntegerSGD(lr_inv=lr_inv, lr_double_every=double_every).lr_inv_at(epoch)
 
 
 def golden_trainer(golden_dfa):
@@ -30,15 +36,15 @@ def test_first_step_intermediates_match_the_reference(golden_dfa):
     x = golden_dfa["step1_batch_images"].astype(np.uint8)
     out, cache = model.forward(x)
     assert np.array_equal(out, golden_dfa["step1_out_last"])
-    for i, (_, g) in enumerate(cache):
+    for i, (_, g) in enumerate(cache):  # a dense layer caches (input, gradient inverse)
         assert np.array_equal(g, golden_dfa[f"step1_fc{i + 1}_gradinv"])
     loss, delta = l2_loss(out, golden_dfa["step1_batch_targets"])
     assert loss == golden_dfa["step1_batch_loss"]
     assert np.array_equal(delta, golden_dfa["step1_loss_delta"])
-    trainer.step(x, golden_dfa["step1_batch_targets"])
+    trainer.step(x, targets=golden_dfa["step1_batch_targets"])
     assert params_equal(model, golden_dfa, "after_step1")
     # step 2 starts from step 1's weights: its forward pass shows them at work
-    z2 = model.layers[0].forward(golden_dfa["step2_batch_images"].astype(np.uint8))[0]
+    z2 = model.layers[0].infer(golden_dfa["step2_batch_images"].astype(np.uint8))
     assert np.array_equal(z2, golden_dfa["step2_fc1_out"])
 
 
@@ -50,7 +56,7 @@ def test_dfa_epoch_reproduces_every_reference_snapshot(golden_dfa, mnist):
     losses, corrects = [], []
     for s in range(1, 3001):
         idx = order[20 * (s - 1) : 20 * s]
-        loss, correct = trainer.step(mnist.train_images[idx], targets[idx])
+        loss, correct = trainer.step(mnist.train_images[idx], targets=targets[idx])
         losses.append(loss)
         corrects.append(correct)
         if s in (1, 2, 3, 10, 100, 1000, 3000):
@@ -99,7 +105,7 @@ def test_backprop_reproduces_the_reference_tiny_example(golden_bp):
     model = build_mlp([3, 5, 1], output_activation="as_is")
     for i, layer in enumerate(model.layers):
         layer.set_params(golden_bp[f"init_fc{i + 1}_W"], golden_bp[f"init_fc{i + 1}_b"])
-    trainer = Trainer(model, algorithm="bp", lr_inv=int(golden_bp["lr_inv"]))
+    trainer = Trainer(model, rule="bp", lr_inv=int(golden_bp["lr_inv"]))
     x, target = golden_bp["x"], np.array([[int(golden_bp["y_target"])]])
     y_hats, losses = [], []
     for it in range(100):
@@ -107,7 +113,7 @@ def test_backprop_reproduces_the_reference_tiny_example(golden_bp):
         y_hats.append(int(out[0, 0]))
         if it == 0:
             assert np.array_equal(cache[0][1], golden_bp["iter1_fc1_gradinv"])
-        losses.append(trainer.step(x, target)[0])
+        losses.append(trainer.step(x, targets=target)[0])
         if it == 0:
             assert params_equal(model, golden_bp, "iter1")
     assert y_hats == golden_bp["y_hat"].tolist()
@@ -128,7 +134,7 @@ def test_textbook_backprop_uses_weights_before_the_update():
         model.layers[1].set_params(np.full((5, 3), 50), np.zeros((1, 3), dtype=np.int64))
         w2_before = model.layers[1].W.astype(np.int64)
         out, cache = model.forward(x)
-        Trainer(model, algorithm="bp", lr_inv=1000, bp_updated_weights=updated).step(x, t)
+        Trainer(model, rule="bp", lr_inv=1000, bp_updated_weights=updated).step(x, targets=t)
         first_layer.append(model.layers[0].W.astype(np.int64))
     e = out - t
     delta1 = e @ w2_before.T  # textbook: through the weights of the forward pass (g = 1)
@@ -137,11 +143,11 @@ def test_textbook_backprop_uses_weights_before_the_update():
     assert not np.array_equal(first_layer[0], first_layer[1])
 
 
-def small_run(seed=3, engine="blas", epochs=2, algorithm="dfa", n=2000, data=None):
+def small_run(seed=3, engine="blas", epochs=2, rule="dfa", n=2000, data=None):
     x, y = data
     with configure(engine=engine):
         model = build_mlp([784, 32, 10])
-        trainer = Trainer(model, algorithm=algorithm, seed=seed, batch_size=20)
+        trainer = Trainer(model, rule=rule, seed=seed, batch_size=20)
         history = trainer.fit(x[:n], y[:n], epochs)
     return model, history
 
@@ -160,8 +166,8 @@ def test_same_seed_same_bits_and_other_seed_differs(mnist):
 @pytest.mark.parametrize("algorithm", ["dfa", "bp"])
 def test_engines_train_to_identical_bits(mnist, algorithm):
     data = (mnist.train_images, mnist.train_labels)
-    a, ha = small_run(engine="blas", algorithm=algorithm, data=data, n=1000)
-    b, hb = small_run(engine="int", algorithm=algorithm, data=data, n=1000)
+    a, ha = small_run(engine="blas", rule=algorithm, data=data, n=1000)
+    b, hb = small_run(engine="int", rule=algorithm, data=data, n=1000)
     for la, lb in zip(a.layers, b.layers):
         assert np.array_equal(la.W, lb.W) and np.array_equal(la.b, lb.b)
     assert [(r.loss, r.train_correct) for r in ha] == [(r.loss, r.train_correct) for r in hb]
@@ -199,7 +205,7 @@ def test_learning_rate_schedule_doubles_every_ten_epochs():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"algorithm": "sgd"}, "algorithm"),
+        ({"rule": "sgd"}, "rule"),
         ({"lr_inv": 0}, "lr_inv"),
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": 2.5}, "batch_size"),
@@ -239,7 +245,7 @@ def test_one_epoch_on_real_mnist_beats_94_percent(mnist):
 
 
 def test_stochastic_rounding_is_deterministic_across_engines_and_resume(mnist, tmp_path):
-    from pocketnn import load_checkpoint, save
+    from pocketnn import load_checkpoint
 
     x, y = mnist.train_images[:1500], mnist.train_labels[:1500]
     runs = []
@@ -251,7 +257,7 @@ def test_stochastic_rounding_is_deterministic_across_engines_and_resume(mnist, t
     half = build_mlp([784, 20, 10])
     trainer = Trainer(half, seed=5, rounding="stochastic")
     trainer.fit(x, y, 1)
-    save(tmp_path / "c.npz", half, *trainer.state())
+    trainer.save(tmp_path / "c.npz")
     model, state, arrays = load_checkpoint(tmp_path / "c.npz")
     assert state["rounding"] == "stochastic"
     Trainer.from_state(model, state, arrays).fit(x, y, 2)
@@ -284,7 +290,7 @@ def test_lr_inv_is_a_32_bit_value_and_the_schedule_saturates():
 
 
 def test_he_init_respects_a_small_weight_clamp():
-    from pocketnn.train import he_init
+    from pocketnn.train.seeding import he_init
 
     model = build_mlp([784, 100, 10], weight_clamp=100)
     he_init(model, 0)

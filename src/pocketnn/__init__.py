@@ -5,17 +5,30 @@ The public API in one place::
     from pocketnn import build_mlp, Trainer, load_dataset, save, load
 """
 
-from .intmath import IntegerOverflowError, configure
-from .layers import Dense
-from .model import ModelFileError, Sequential, build_mlp, load, load_checkpoint, save
-from .train import EpochResult, Trainer
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.1.0"
+from .core.context import configure
+from .core.overflow import IntegerOverflowError
+from .datasets import load_dataset
+from .io.model_file import ModelFileError, load, load_checkpoint, save
+from .nn.layers import Dense
+from .nn.model import Sequential, build_mlp
+from .train.optimizer import IntegerSGD
+from .train.rules import DFA, Backprop
+from .train.trainer import EpochResult, Trainer
+
+try:
+    __version__ = version("pocketnn")  # the one version string: pyproject.toml's
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "DFA",
+    "Backprop",
     "Dense",
     "EpochResult",
     "IntegerOverflowError",
+    "IntegerSGD",
     "ModelFileError",
     "Sequential",
     "Trainer",
@@ -23,5 +36,6 @@ __all__ = [
     "configure",
     "load",
     "load_checkpoint",
+    "load_dataset",
     "save",
 ]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from ..core.context import configure
 from ..datasets import DatasetError
-from ..intmath import configure
-from ..model import ModelFileError
+from ..io.model_file import ModelFileError
 from .errors import CLIError
 from .parser import build_parser
 

@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 
 from ..datasets import load_dataset
-from ..model import load_checkpoint
+from ..io.model_file import load_checkpoint
 from .report import confusion_matrix, percent
 
 

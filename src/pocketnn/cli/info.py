@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..model import load_checkpoint
+from ..io.model_file import load_checkpoint
 from .report import describe
 
 

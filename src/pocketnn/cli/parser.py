@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from ..intmath import DEFAULT_ENGINE, ENGINES, OVERFLOW_POLICIES
-from ..train import ALGORITHMS, ROUNDINGS
+from ..core.context import DEFAULT_ENGINE, ENGINES, OVERFLOW_POLICIES
+from ..train.optimizer import ROUNDINGS
+from ..train.trainer import ALGORITHMS
 from .errors import CLIError
 from .evaluate import cmd_evaluate
 from .export_c import cmd_export_c

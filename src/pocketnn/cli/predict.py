@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..datasets import CLASSES
-from ..model import load_checkpoint
+from ..io.model_file import load_checkpoint
 from .images import read_images
 from .presets import PAPER_ARCHS
 

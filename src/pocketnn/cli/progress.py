@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..train import EpochResult
+from ..train.trainer import EpochResult
 from .report import percent
 
 

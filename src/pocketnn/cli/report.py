@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import Sequential
+from ..nn.model import Sequential
 
 
 def percent(correct: int, total: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..fileio import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 
 
 def append_log(path: Path, record: dict, fresh: bool = False) -> None:

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from ..datasets import load_dataset
-from ..model import build_mlp, load_checkpoint, save
-from ..train import EpochResult, Trainer, he_init
+from ..io.model_file import load_checkpoint, save
+from ..nn.model import build_mlp
+from ..train.seeding import he_init
+from ..train.trainer import EpochResult, Trainer
 from .errors import CLIError
 from .presets import parse_arch, settings
 from .progress import ProgressBar, epoch_line
@@ -70,10 +72,10 @@ def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Tra
         )
     trainer = Trainer(
         model,
-        cfg["algorithm"],
-        cfg["lr_inv"],
-        cfg["batch_size"],
-        cfg["lr_double_every"],
+        rule=cfg["algorithm"],
+        lr_inv=cfg["lr_inv"],
+        batch_size=cfg["batch_size"],
+        lr_double_every=cfg["lr_double_every"],
         seed=cfg["seed"],
         rounding=cfg["rounding"],
     )
@@ -130,8 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         data.train_images,
         data.train_labels,
         epochs,
-        data.test_images,
-        data.test_labels,
+        x_test=data.test_images,
+        y_test=data.test_labels,
         on_epoch=on_epoch,
         progress=bar,
     )

@@ -1,7 +1,7 @@
 """The verified cache: where it lives, the shipped sha256 table, checking files against it,
 and reading and writing the decompressed files in ``<root>/<name>/<stem>``.
 
-Writes go through :func:`pocketnn.fileio.atomic_write_bytes`, so a reader never sees half a
+Writes go through :func:`pocketnn.io.atomic.atomic_write_bytes`, so a reader never sees half a
 file.
 """
 
@@ -14,7 +14,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from ..fileio import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 from .catalog import STEMS
 from .errors import DatasetError
 from .idx import read_bytes

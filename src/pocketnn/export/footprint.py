@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import Sequential
+from ..nn.model import Sequential
 from .c import export_c
 
 HARNESS_DIR = Path(__file__).parent / "harness"

@@ -27,7 +27,7 @@ The package, one responsibility a module:
 * :mod:`.training`: the C of on-device DFA training.
 """
 
-from .activations import ACTIVATIONS, ActivationSpec, activation_c_functions
+from .activations import ACTIVATIONS, activation_c_functions
 from .api import export_c, generate_c
 from .ctext import c_array, c_int, c_type
 from .inference import params_digest
@@ -39,7 +39,6 @@ __all__ = [
     "DEFAULT_MAX_BATCH",
     "INPUT_MAX",
     "INT64_MAX",
-    "ActivationSpec",
     "ExportError",
     "ExportSettings",
     "LayerPlan",

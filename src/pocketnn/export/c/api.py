@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...fileio import atomic_write_bytes
-from ...model import Sequential, load_checkpoint
+from ...io.atomic import atomic_write_bytes
+from ...io.model_file import load_checkpoint
+from ...nn.model import Sequential
 from .ctext import check_name
 from .inference import InferenceGenerator
 from .planner import plan_layers

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from ...intmath import INT32_MAX, INT32_MIN, signed_dtype_for
+from ...core.arith import INT32_MAX, INT32_MIN, signed_dtype_for
 from .settings import ExportError
 
 C_KEYWORDS = frozenset(

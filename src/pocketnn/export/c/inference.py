@@ -20,7 +20,7 @@ from .planner import LayerPlan
 from .settings import ExportSettings
 
 if TYPE_CHECKING:
-    from ...model import Sequential
+    from ...nn.model import Sequential
 
 
 def params_digest(model: Sequential) -> str:
@@ -158,7 +158,7 @@ int {p}_predict(const uint8_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]
                 f"#define {q.upper}_N_IN {P}_{q.upper}_N_IN",
                 f"#define {q.upper}_N_OUT {P}_{q.upper}_N_OUT",
                 f"#define {q.upper}_CLAMP {q.clamp}  /* |W|, |b| <= this after every update */",
-                *ACTIVATIONS[q.activation].layer_macros(q.upper, q.n_in),
+                *ACTIVATIONS[q.activation].c_layer_macros(q.upper, q.n_in),
             ]
         rows = (
             ""

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .activations import ACTIVATIONS
+from ...nn.layers import Dense
+from .activations import ACTIVATIONS, exportable
 from .ctext import INT32_MAX, INT32_MIN, c_arith_type, c_type, is_c_identifier
 from .settings import DEFAULT_MAX_BATCH, DEFAULT_TARGET_VALUE, ExportError
 
 if TYPE_CHECKING:
-    from ...model import Sequential
+    from ...nn.model import Sequential
 
 INT64_MAX = 2**63 - 1
 INPUT_MAX = 255
@@ -90,12 +91,12 @@ def plan_layers(
     in_bound, in_type = INPUT_MAX, "uint8_t"
     n_layers = len(model.layers)
     for i, layer in enumerate(model.layers):
-        if layer.activation_name not in ACTIVATIONS:
+        if not isinstance(layer, Dense):
             raise ExportError(
-                f"{layer.name}: activation {layer.activation_name!r} is not supported by "
-                f"export-c; supported: {', '.join(ACTIVATIONS)}"
+                f"{layer.name}: {type(layer).__name__} layers are not supported by export-c "
+                "(dense layers only)"
             )
-        spec = ACTIVATIONS[layer.activation_name]
+        spec = exportable(layer.name, layer.activation)
         W = np.asarray(layer.W, dtype=np.int64)
         b = np.asarray(layer.b, dtype=np.int64).reshape(-1)
         if with_training:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...losses import TARGET_VALUE
+from ...nn.losses import TARGET_VALUE
 
 DEFAULT_MAX_BATCH = 20
 DEFAULT_TARGET_VALUE = TARGET_VALUE

@@ -3,7 +3,7 @@
 At batch 20 a step of the ``blas`` engine is two large products (layer 1 forward and
 update over the active pixel columns) plus ~100 small numpy calls, whose dispatch overhead
 dominates. This engine keeps the two large products exactly as ``blas`` computes them
-(:func:`pocketnn.intmath.matmul`: float64 BLAS under the bound check that proves it exact,
+(:func:`pocketnn.core.products.matmul`: float64 BLAS under the bound check that proves it exact,
 with the same int32 guard) and replaces everything else by two numba kernels that use
 integer instructions only:
 
@@ -23,18 +23,20 @@ Why the bits are those of the ``blas`` engine:
   int32 range (every dividend has passed an int32 guard), so :func:`tdiv` divides by a
   multiply and a shift with the Granlund-Montgomery "magic" numbers of :func:`magic`,
   exact for every dividend in that range (see its docstring);
-* the guards compute the minimum and maximum of the whole array, raise (through
-  :func:`pocketnn.intmath.guard`, for the identical message) at the first failing check in
-  the ``blas`` step's order, and update exactly the layers that ``blas`` would have updated
-  before that check; under ``overflow="wrap"`` they wrap each value to int32 as
-  :func:`pocketnn.intmath.wrap_int32` does (the identity on values already in range);
-* activations read the tables of :mod:`pocketnn.activations` after the same pre-scaling;
-* stochastic rounding uses draws made in Python by the same ``rng.integers`` calls, in the
-  same order, shapes and dtypes as :meth:`pocketnn.layers.Dense._descend`.
+* the guards compute the minimum and maximum of the whole array and raise the error of
+  :func:`pocketnn.core.overflow.guard` at the first failing check in the layered step's
+  order, before any parameter is written (steps are transactional on every engine); under
+  ``overflow="wrap"`` they wrap each value to int32 as
+  :func:`pocketnn.core.overflow.wrap_int32` does (the identity on values already in range);
+* activations read their :class:`~pocketnn.nn.activations.Table` after the same
+  pre-scaling;
+* stochastic rounding uses the draws of :meth:`pocketnn.train.optimizer.IntegerSGD.draws`,
+  made in the optimizer's order.
 
-Anything the kernels do not cover (backprop, other activations, huge divisors or targets,
-mixed parameter dtypes) returns ``None`` from :func:`plan_for`, and the trainer runs the
-``blas`` step instead. Compiled code is cached on disk (``cache=True``).
+Anything the kernels do not cover (other rules or layers, activations without a table,
+weight decay, huge divisors or targets, mixed parameter dtypes) returns ``None`` from
+:func:`plan_for`, and the trainer runs the layered step with ``blas`` products instead.
+Compiled code is cached on disk (``cache=True``).
 """
 
 from __future__ import annotations
@@ -45,17 +47,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import activations as act
-from .intmath import (
-    FUSED_HINT,
-    INT32_EXACT,
-    INT32_MAX,
-    INT32_MIN,
-    INT64_SAFE,
-    _dtype_magnitude,
-    guard,
-    settings,
-)
+from ..core.arith import INT32_EXACT, INT32_MAX, INT32_MIN, INT64_MAX, dtype_magnitude
+from ..core.context import FUSED_HINT, current
+from ..core.overflow import overflow_error
+from ..nn.activations import get_activation
+from ..nn.layers import Dense
+from ..train.optimizer import IntegerSGD
+from ..train.rules import DFA
 
 try:
     from numba import njit
@@ -101,7 +99,7 @@ def _guard(x, wrap):
     """0 if ``x`` fits int32 (wrapping it in place under ``wrap``), else its worst value.
 
     The worst value is the maximum if that is too large, else the minimum, as
-    :func:`pocketnn.intmath.guard` reports it.
+    :func:`pocketnn.core.overflow.guard` reports it.
     """
     lo, hi = x.min(), x.max()
     if lo >= INT32_MIN and hi <= INT32_MAX:
@@ -263,7 +261,7 @@ def _descend(param, rows, grad, lr, clamp, draws, pos):
 
     Truncating when ``draws`` is empty; else ``floor`` plus one when the draw (from
     ``draws[pos:]``) is below the non-negative remainder, as
-    :func:`pocketnn.intmath.stochastic_div_`. Returns the position after the draws used.
+    :func:`pocketnn.core.arith.stochastic_div_`. Returns the position after the draws used.
     """
     m, s, edge, d = lr[0], lr[1], lr[2], lr[3]  # locals: the loops then vectorise
     for r in range(grad.shape[0]):
@@ -285,19 +283,19 @@ def _descend(param, rows, grad, lr, clamp, draws, pos):
 
 
 @njit(cache=True)
-def apply_updates(weights, biases, rows, grads, grad_b, upto, lr, clamps, draws):
-    """Update layers ``0..upto-1`` in place, ``W`` then ``b`` per layer, as ``blas`` does.
+def apply_updates(weights, biases, rows, grads, grad_b, lr, clamps, draws):
+    """Update every layer in place, ``W`` then ``b`` per layer, as the layered step does.
 
     ``rows`` are the rows of layer 1's ``W`` that ``grads[0]`` covers; ``lr`` is
     ``magic(lr_inv) + (lr_inv,)``; ``draws`` is empty for truncation, else every draw of
-    the step in the order the ``blas`` engine makes them.
+    the step in the order the optimizer makes them.
     """
     pos = 0
     every_row = np.empty(max([g.shape[0] for g in grads]), dtype=np.int64)
     for i in range(every_row.size):  # not np.arange: numba sizes it in floating point
         every_row[i] = i
     first_row = every_row[:1]
-    for layer in range(upto):
+    for layer in range(len(weights)):
         grad = grads[layer]
         w_rows = rows if layer == 0 else every_row
         pos = _descend(weights[layer], w_rows, grad, lr, clamps[layer], draws, pos)
@@ -312,55 +310,41 @@ class Plan(NamedTuple):
     clamps: np.ndarray
 
 
-def _table_activations() -> dict:
-    """Activation function -> ``(divisor of n_in, low, outputs, gradient inverses)``.
-
-    Pocket tanh and sigmoid reuse the tables of :mod:`pocketnn.activations`; pocket ReLU is
-    tabulated by calling it on [-1, 128], beyond which it is constant.
-    """
-    relu_x = np.arange(-1, 129, dtype=np.int64)
-    return {
-        act.pocket_tanh: (act.tanh_divisor, act.TABLE_LOW, act._TANH_Y, act._TANH_G),
-        act.pocket_sigmoid: (
-            lambda n: 1 << act.K_BIT,
-            act.TABLE_LOW,
-            act._SIGMOID_Y,
-            act._SIGMOID_G,
-        ),
-        act.pocket_relu8bit: (lambda n: 1, -1, *act.pocket_relu8bit(relu_x)),
-    }
-
-
-TABLE_ACTIVATIONS = _table_activations()
-
-
 @functools.lru_cache(maxsize=32)
-def _plan(layer_keys: tuple) -> Plan | None:
-    width = max(len(TABLE_ACTIVATIONS[fn][2]) for fn in TABLE_ACTIVATIONS)
+def _plan(layer_keys: tuple) -> Plan:
+    """The kernels' tables for layers given as ``(activation name, n_in, clamp)``."""
+    tables_of = [get_activation(name).table for name, _, _ in layer_keys]
+    width = max(len(t.y) for t in tables_of)
     specs = np.zeros((len(layer_keys), 5), dtype=np.int64)
     tables = np.ones((len(layer_keys), 4, width), dtype=np.int64)
-    for i, (fn, n_in, _) in enumerate(layer_keys):
-        if fn not in TABLE_ACTIVATIONS:
-            return None
-        divisor, low, table_y, table_g = TABLE_ACTIVATIONS[fn]
-        specs[i] = (*magic(divisor(n_in)), low, low + len(table_y) - 1)
-        tables[i, 0, : len(table_y)] = table_y
-        tables[i, 1:, : len(table_g)] = np.array([magic(int(g)) for g in table_g]).T
+    for i, (table, (_, n_in, _)) in enumerate(zip(tables_of, layer_keys)):
+        specs[i] = (*magic(table.divisor(n_in)), table.low, table.high)
+        tables[i, 0, : len(table.y)] = table.y
+        tables[i, 1:, : len(table.g)] = np.array([magic(int(g)) for g in table.g]).T
     return Plan(specs, tables, np.array([key[2] for key in layer_keys], dtype=np.int64))
 
 
-def plan_for(model, feedback, x: np.ndarray, lr_inv: int) -> Plan | None:
-    """The kernels' plan for this step, or None where the ``blas`` step must run.
+def plan_for(model, rule, optimizer, x: np.ndarray, lr_inv: int) -> Plan | None:
+    """The kernels' plan for this step, or None where the layered step must run.
 
-    Supported: DFA on two or more layers whose activations are in
-    :data:`TABLE_ACTIVATIONS`, one parameter dtype and one feedback dtype of at most 32
-    bits (C-contiguous arrays), ``lr_inv <= INT32_MAX`` and widths and batch rows up to
-    :data:`MAX_WIDTH`; together with the activations' bound of 127 these keep every int64
-    sum exact and every divisor within :func:`magic`'s range.
+    Supported: the :class:`~pocketnn.train.rules.DFA` rule with the plain
+    :class:`~pocketnn.train.optimizer.IntegerSGD` (no weight decay) on two or more
+    :class:`~pocketnn.nn.layers.Dense` layers whose activations have a table, one parameter
+    dtype and one feedback dtype of at most 32 bits (C-contiguous arrays), 2-D input,
+    ``lr_inv <= INT32_MAX`` and widths and batch rows up to :data:`MAX_WIDTH`; together
+    with the tables' bound of 127 these keep every int64 sum exact and every divisor within
+    :func:`magic`'s range.
     """
     layers = model.layers
-    if len(layers) < 2 or lr_inv > INT32_MAX or x.shape[0] > MAX_WIDTH:
+    if type(rule) is not DFA or type(optimizer) is not IntegerSGD or optimizer.decay_inv:
         return None
+    if len(layers) < 2 or lr_inv > INT32_MAX or x.ndim != 2 or x.shape[0] > MAX_WIDTH:
+        return None
+    if not all(type(layer) is Dense and layer.activation.table for layer in layers):
+        return None
+    if any(int(np.abs(layer.activation.table.y).max()) > 127 for layer in layers):
+        return None
+    feedback = rule.feedback
     params = [p for layer in layers for p in (layer.W, layer.b)]
     if len({p.dtype for p in params}) != 1 or len({b.dtype for b in feedback}) != 1:
         return None
@@ -370,7 +354,7 @@ def plan_for(model, feedback, x: np.ndarray, lr_inv: int) -> Plan | None:
         return None
     if max(model.dims) > MAX_WIDTH:
         return None
-    return _plan(tuple((layer.activation, layer.n_in, layer.weight_clamp) for layer in layers))
+    return _plan(tuple((layer.activation.name, layer.n_in, layer.weight_clamp) for layer in layers))
 
 
 def _target_limit(feedback, n_classes: int, batch: int) -> int:
@@ -380,34 +364,34 @@ def _target_limit(feedback, n_classes: int, batch: int) -> int:
     ``|e| * max|B| * n_classes < 2**63``, the loss ``batch * n_classes * e**2 / 2 < 2**63``,
     and ``|e| < 2**31``.
     """
-    unit = _dtype_magnitude(feedback[0].dtype) * n_classes
-    loss_limit = math.isqrt(2 * INT64_SAFE // (batch * n_classes))
-    return min(INT32_MAX, INT64_SAFE // unit, loss_limit) - 127
+    unit = dtype_magnitude(feedback[0].dtype) * n_classes
+    loss_limit = math.isqrt(2 * INT64_MAX // (batch * n_classes))
+    return min(INT32_MAX, INT64_MAX // unit, loss_limit) - 127
 
 
-def _draws(rng, layers, shapes, lr_inv: int) -> np.ndarray:
-    """Stochastic rounding draws of the given layers: ``W`` then ``b``, layer after layer."""
+def _draws(optimizer, rng, layers, shapes, lr_inv: int) -> np.ndarray:
+    """Every rounding draw of the step, made by the optimizer in its order: each layer's
+    parameters in :meth:`~pocketnn.nn.layers.Dense.parameters` order (``W``, then ``b``)."""
     parts = [np.zeros(0, dtype=np.int64)]
-    for layer, shape in zip(layers, shapes):
-        dtype = layer.update_dtype(lr_inv)
-        for size in (shape, layer.b.shape):
-            parts.append(rng.integers(0, lr_inv, size=size, dtype=dtype).reshape(-1))
+    for layer, w_shape in zip(layers, shapes):
+        dtype = optimizer.update_dtype(layer.weight_clamp, lr_inv)
+        for name, param in layer.parameters().items():
+            shape = w_shape if name == "W" else param.shape
+            parts.append(optimizer.draws(rng, shape, lr_inv, dtype).reshape(-1))
     return np.concatenate(parts, dtype=np.int64)
 
 
-def _raise(layer, operation: int, worst: int) -> None:
-    """Raise the error :func:`pocketnn.intmath.guard` raises for this layer and operation."""
-    guard(np.array([worst], dtype=np.int64), f"{layer.name}: {_OPERATIONS[operation]}")
+def train_step(model, rule, optimizer, x, targets, lr_inv: int, rng) -> tuple[int, int] | None:
+    """One DFA step with the bits of the layered step; None where that step must run.
 
-
-def dfa_step(model, feedback, x, targets, lr_inv: int, rng, plan: Plan) -> tuple[int, int] | None:
-    """One DFA step with the same bits as the ``blas`` engine; None to run ``blas`` instead.
-
-    Returns ``(summed loss, correct predictions)`` before the update, as
-    :meth:`pocketnn.train.Trainer.step`.
+    Returns ``(summed loss, correct predictions)`` before the update. A failing check
+    raises the layered step's error before any parameter is written.
     """
+    plan = plan_for(model, rule, optimizer, x, lr_inv)
+    if plan is None:
+        return None
     layers, first = model.layers, model.layers[0]
-    x = model.check_input(x)
+    feedback = rule.feedback
     z1 = first.preactivation(x)
     targets = np.asarray(targets, dtype=np.int64)
     delta1 = np.empty((x.shape[0], first.n_out), dtype=np.int64)
@@ -423,8 +407,8 @@ def dfa_step(model, feedback, x, targets, lr_inv: int, rng, plan: Plan) -> tuple
         targets,
         plan.specs,
         plan.tables,
-        _target_limit(feedback, model.dims[-1], x.shape[0]),
-        settings.overflow == "wrap",
+        _target_limit(feedback, model.n_classes, x.shape[0]),
+        current().overflow == "wrap",
         delta1,
         grads,
         grad_b,
@@ -432,21 +416,26 @@ def dfa_step(model, feedback, x, targets, lr_inv: int, rng, plan: Plan) -> tuple
     if site == UNSUPPORTED:
         return None
     failed_layer, operation = divmod(site, 4) if site >= 0 else (len(layers), -1)
-    if operation == 0 or site == 1:  # a forward, or fc1's feedback: before any update
+    if operation == 0 or site == 1:  # a forward, or fc1's feedback: before fc1's gradient
         _raise(layers[failed_layer], operation, worst)
-    grad1, cols = first.weight_gradient(x, delta1)
+    grad1, cols = first.weight_gradient(x, delta1)  # raises first if fc1's gradient fails
+    if site >= 0:
+        _raise(layers[failed_layer], operation, worst)
     grads = (grad1, *grads)
     draws = (
         np.zeros(0, dtype=np.int64)
         if rng is None
-        else _draws(rng, layers[:failed_layer], [g.shape for g in grads], lr_inv)
+        else _draws(optimizer, rng, layers, [g.shape for g in grads], lr_inv)
     )
     rows = np.arange(first.n_in) if cols is None else cols
     lr = np.array((*magic(lr_inv), lr_inv), dtype=np.int64)
-    apply_updates(weights, biases, rows, grads, grad_b, failed_layer, lr, plan.clamps, draws)
-    if site >= 0:
-        _raise(layers[failed_layer], operation, worst)
+    apply_updates(weights, biases, rows, grads, grad_b, lr, plan.clamps, draws)
     return int(loss), int(correct)
+
+
+def _raise(layer, operation: int, worst: int) -> None:
+    """Raise the error the layered step raises for this layer and operation."""
+    raise overflow_error(f"{layer.name}: {_OPERATIONS[operation]}", worst)
 
 
 def kernels() -> dict:

@@ -1,0 +1,73 @@
+"""The exact integer matrix product every layer uses, on the context's engine.
+
+Why every engine gives the same bits: integer addition is associative, so any summation
+order gives the exact sum as long as no partial sum leaves the accumulator's range; each
+engine only runs where its accumulator provably holds every partial sum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..engines.blas import blas_product
+from ..engines.reference import int_product
+from .arith import FLOAT64_EXACT, INT32_MAX, INT64_MAX, magnitude, require_integer
+from .context import current
+from .overflow import IntegerOverflowError, guard
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, where: str = "matmul") -> tuple[np.ndarray, int]:
+    """The exact product ``a @ b`` as int64 by the current engine, and the bound it used.
+
+    The bound ``max|a| * max|b| * k`` caps every partial sum, so below 2**53 the float64
+    BLAS path is exact in any summation order; above it the integer path is used, and above
+    2**63 the product is refused rather than risk a wrapped accumulator.
+    """
+    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
+        raise TypeError(f"{where}: expected integer arrays, got {a.dtype} and {b.dtype}")
+    unit = magnitude(a) * magnitude(b)
+    bound = unit * a.shape[-1]
+    if current().engine != "int" and bound < FLOAT64_EXACT:
+        return blas_product(a, b), bound
+    if bound > INT64_MAX:
+        raise IntegerOverflowError(
+            f"{where}: |a| * |b| * k = {bound} could overflow int64 accumulators"
+        )
+    return int_product(a, b, unit), bound
+
+
+def matmul(
+    a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, where: str = "matmul"
+) -> np.ndarray:
+    """Exact integer product ``a @ b`` (plus ``bias``, broadcast) as int64, int32-checked.
+
+    Parameters
+    ----------
+    a, b : integer arrays of shapes (n, k) and (k, m)
+    bias : optional integer array broadcastable to (n, m), added exactly
+    where : the layer and operation, used in error messages
+
+    Returns
+    -------
+    int64 array of shape (n, m), identical for every engine, checked by
+    :func:`~pocketnn.core.overflow.guard`.
+    """
+    out, bound = exact_matmul(a, b, where)
+    if bias is not None:
+        bias = require_integer(bias, where)
+        out += bias
+        bound += magnitude(bias)
+    if bound > INT32_MAX:
+        out = guard(out, where)
+    return out
+
+
+def active_columns(a: np.ndarray) -> np.ndarray | None:
+    """Indices of the columns of ``a`` that are non-zero somewhere, or None if nearly all are.
+
+    A batch of raw pixels is mostly zeros: an all-zero input column contributes exactly
+    nothing to ``a @ W`` and gives row ``W[k]`` an exactly zero gradient, so products and
+    updates may skip it without changing a single bit.
+    """
+    used = np.flatnonzero(a.any(axis=0))
+    return None if 10 * used.size > 9 * a.shape[1] else used  # skipping < 10 % does not pay

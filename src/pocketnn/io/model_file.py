@@ -1,0 +1,138 @@
+"""The model file: an integer-only ``.npz`` with typed layers and an integrity checksum.
+
+Format 3 (written by this version) stores, besides the arrays ``layers.{i}.{param}``, one
+JSON metadata record (as a uint8 array) with every layer's type and typed config, the
+optional training state, and a sha256 over the metadata and every array. Format 2 (the
+release before: dense layers only, arrays ``layer{i}.W``/``.b``) still loads; anything else
+is refused with a clear error. Files are never unpickled (``allow_pickle=False``).
+
+The checksum is not keyed: it detects corruption, not a deliberate edit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..nn.model import Sequential
+from .atomic import atomic_write_bytes
+
+FORMAT_NAME = "pocketnn-model"
+FORMAT_VERSION = 3  # 3: typed layers (type + config), arrays named layers.{i}.{param}
+READABLE_VERSIONS = (2, 3)
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, corrupt, or of a format this version cannot read."""
+
+
+def digest(arrays: dict[str, np.ndarray], described: dict[str, Any]) -> str:
+    """sha256 over the metadata (all but the digest itself) and every array."""
+    h = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save(
+    path: str | os.PathLike,
+    model: Sequential,
+    training: dict[str, Any] | None = None,
+    extra_arrays: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Save ``model`` (and optional training state) atomically as an integer-only ``.npz``.
+
+    Every array in the file is an integer array; the metadata is UTF-8 JSON stored as a
+    uint8 array and carries a sha256 of itself and all the arrays, so corruption is
+    detected on load.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for i, layer in enumerate(model.layers):
+        for name, value in layer.parameters().items():
+            arrays[f"layers.{i}.{name}"] = value
+    for key, value in (extra_arrays or {}).items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "iu":
+            raise TypeError(f"{key}: only integer arrays can be saved, got {value.dtype}")
+        arrays[f"train.{key}"] = value
+    meta: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "layers": model.config(),
+        "training": training,
+    }
+    # round-trip through JSON first, so the digest sees exactly what load will read
+    meta = json.loads(json.dumps(meta))
+    meta["sha256"] = digest(arrays, meta)
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Sequential:
+    """The model a verified file describes, in either readable version."""
+    if meta["version"] == 2:  # dense layers: config = Dense's keywords, arrays layer{i}.W/.b
+        model = Sequential.from_config([{"type": "Dense", **spec} for spec in meta["layers"]])
+        for i, layer in enumerate(model.layers):
+            layer.set_parameters({"W": arrays[f"layer{i}.W"], "b": arrays[f"layer{i}.b"]})
+        return model
+    model = Sequential.from_config(meta["layers"])
+    for i, layer in enumerate(model.layers):
+        names = layer.parameters()
+        if names:
+            layer.set_parameters({name: arrays[f"layers.{i}.{name}"] for name in names})
+    return model
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[Sequential, dict[str, Any] | None, dict[str, np.ndarray]]:
+    """Load a model file: the model, its training state (or None) and its training arrays."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"{path}: not a readable pocketnn model file ({exc})") from None
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: missing or unreadable metadata") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path}: not a {FORMAT_NAME} file")
+    if meta.get("version") not in READABLE_VERSIONS:
+        raise ModelFileError(
+            f"{path}: format version {meta.get('version')} is not supported "
+            f"(this pocketnn reads versions {', '.join(map(str, READABLE_VERSIONS))})"
+        )
+    described = {key: value for key, value in meta.items() if key != "sha256"}
+    if meta.get("sha256") != digest(arrays, described):
+        raise ModelFileError(f"{path}: checksum mismatch, the file is corrupt or was altered")
+    if not isinstance(meta.get("training"), (dict, type(None))):
+        raise ModelFileError(f"{path}: the training state is not a record")
+    try:
+        model = _build(meta, arrays)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: inconsistent model description ({exc})") from None
+    train_arrays = {
+        key.removeprefix("train."): value
+        for key, value in arrays.items()
+        if key.startswith("train.")
+    }
+    return model, meta.get("training"), train_arrays
+
+
+def load(path: str | os.PathLike) -> Sequential:
+    """Load the model saved by :func:`save` (training state, if any, is ignored)."""
+    return load_checkpoint(path)[0]

@@ -1,0 +1,1 @@
+"""Networks: activations, layers on one protocol, the sequential model and losses."""

@@ -1,0 +1,1 @@
+"""Training: learning rules (DFA, BP), the integer optimizer, the trainer loop."""

@@ -1,0 +1,160 @@
+"""The integer optimizer: ``param <- clamp(param - round(grad / lr_inv) - param / decay_inv)``.
+
+It owns everything about turning a gradient into new parameter values: the learning-rate
+inverse and its schedule, the rounding of the division (truncating as the reference, or
+stochastic), the clamp each layer declares, and an optional integer weight decay. It never
+writes a parameter: :meth:`IntegerSGD.propose` returns new values, and the trainer commits
+all of a step's values at once, only if every check of the step passed.
+
+Subclass it to change the rule (e.g. another schedule: override :meth:`lr_inv_at`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.arith import INT32_EXACT, INT32_MAX, clamp, stochastic_div_, trunc_div_scalar_
+from ..nn.layers import Gradient
+from .seeding import STREAM_ROUNDING, stream
+
+ROUNDINGS = ("trunc", "stochastic")
+
+
+@dataclass
+class Update:
+    """New values for the rows ``rows`` (None: all) of one parameter of one layer."""
+
+    layer: int
+    name: str
+    values: np.ndarray
+    rows: np.ndarray | None = None
+
+
+def _check_int(label: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{label} must be at most {high}, got {value!r}")
+    return int(value)
+
+
+class IntegerSGD:
+    """Integer stochastic gradient descent.
+
+    Parameters
+    ----------
+    lr_inv : learning-rate inverse; every update divides the batch-summed gradient by it
+    lr_double_every : the reference schedule: ``lr_inv`` doubles at every epoch divisible
+        by this (0: never)
+    rounding : ``"trunc"`` (toward zero, as the reference) or ``"stochastic"`` (up or down
+        at random with the probabilities that make the division unbiased, so updates
+        smaller than ``lr_inv`` are kept on average)
+    decay_inv : integer weight decay ``param -= param / decay_inv`` (truncating) at every
+        step; 0 turns it off
+    seed : source of the stochastic-rounding draws (one stream per epoch)
+    """
+
+    def __init__(
+        self,
+        *,
+        lr_inv: int = 1000,
+        lr_double_every: int = 10,
+        rounding: str = "trunc",
+        decay_inv: int = 0,
+        seed: int = 0,
+    ) -> None:
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
+        # the reference's lrInv is a 32-bit int
+        self.lr_inv = _check_int("lr_inv", lr_inv, 1, INT32_MAX)
+        self.lr_double_every = _check_int("lr_double_every", lr_double_every, 0)
+        self.decay_inv = _check_int("decay_inv", decay_inv, 0, INT32_MAX)
+        self.seed = _check_int("seed", seed, 0)
+        self.rounding = rounding
+        self._rng: np.random.Generator | None = None
+        self._rng_epoch = 0
+
+    def settings(self) -> dict[str, int | str]:
+        """The JSON-able settings, as stored in a checkpoint."""
+        return {
+            "lr_inv": self.lr_inv,
+            "lr_double_every": self.lr_double_every,
+            "rounding": self.rounding,
+            "decay_inv": self.decay_inv,
+        }
+
+    def lr_inv_at(self, epoch: int) -> int:
+        """``lr_inv`` of a 1-based epoch: doubled at each epoch divisible by ``lr_double_every``.
+
+        It saturates at INT32_MAX, the largest value the reference's 32-bit ``lrInv`` holds
+        (by then every truncated update of an int32 gradient is already zero).
+        """
+        if self.lr_double_every <= 0:
+            return self.lr_inv
+        return min(self.lr_inv << (epoch // self.lr_double_every), INT32_MAX)
+
+    def rounding_stream(self, epoch: int) -> np.random.Generator | None:
+        """The stochastic-rounding stream of an epoch (None when rounding truncates).
+
+        One stream per epoch, seeded by ``[seed, stream, epoch]``, so a resumed run draws
+        exactly what an uninterrupted one would.
+        """
+        if self.rounding == "trunc":
+            return None
+        if self._rng is None or self._rng_epoch != epoch:
+            self._rng = stream(self.seed, STREAM_ROUNDING, epoch)
+            self._rng_epoch = epoch
+        return self._rng
+
+    @staticmethod
+    def update_dtype(weight_clamp: int, lr_inv: int) -> type:
+        """The integer type an update runs in: int32 when its bounds allow, else int64.
+
+        The guarded gradient fits int32, so ``|param - round(grad / lr_inv)|`` is at most
+        ``weight_clamp + 2**31 / lr_inv + 1``; when that fits int32 too, so does every step.
+        """
+        narrow = lr_inv <= INT32_MAX and weight_clamp + INT32_EXACT // lr_inv + 1 <= INT32_MAX
+        return np.int32 if narrow else np.int64
+
+    @staticmethod
+    def draws(
+        rng: np.random.Generator, shape: tuple[int, ...], lr_inv: int, dtype: type
+    ) -> np.ndarray:
+        """The rounding draws of one parameter update: uniform in ``[0, lr_inv)``.
+
+        The one place draws are made, so every engine consumes the stream identically.
+        """
+        return rng.integers(0, lr_inv, size=shape, dtype=dtype)
+
+    def propose(
+        self,
+        index: int,
+        param: np.ndarray,
+        grad: Gradient,
+        weight_clamp: int,
+        lr_inv: int,
+        rng: np.random.Generator | None,
+    ) -> Update:
+        """New values of ``param`` (rows ``grad.rows``) after one step; ``param`` unchanged."""
+        # the decay term is at most the clamp: widen the bound by it when decay is on
+        dtype = self.update_dtype(weight_clamp * (2 if self.decay_inv else 1), lr_inv)
+        rows = grad.rows
+        if self.decay_inv and rows is not None:  # decay moves every row, not just active ones
+            full = np.zeros((param.shape[0],) + grad.value.shape[1:], dtype=grad.value.dtype)
+            full[rows] = grad.value
+            grad, rows = Gradient(grad.name, full), None
+        step = grad.value.astype(dtype) if dtype != grad.value.dtype else grad.value
+        if rng is None:
+            trunc_div_scalar_(step, lr_inv)
+        else:
+            stochastic_div_(step, lr_inv, self.draws(rng, step.shape, lr_inv, step.dtype))
+        current = param if rows is None else param[rows]
+        if self.decay_inv:
+            decay = current.astype(dtype)
+            trunc_div_scalar_(decay, self.decay_inv)
+            step += decay
+        np.subtract(current, step, out=step)
+        clamp(step, -weight_clamp, weight_clamp)
+        return Update(index, grad.name, step, rows)
