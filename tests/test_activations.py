@@ -14,7 +14,6 @@ pocket_softmax = get_activation("pocket_softmax")
 plu = get_activation("plu")
 
 
-
 def golden_cases(golden):
     for key in sorted(golden):
         if key.endswith("_x"):

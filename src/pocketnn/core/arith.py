@@ -90,8 +90,16 @@ def isqrt(n: int) -> int:
 
 
 def clamp(x: np.ndarray, low: int, high: int) -> np.ndarray:
-    """Clamp ``x`` into ``[low, high]`` in place and return it."""
-    return np.clip(x, low, high, out=x)
+    """Clamp ``x`` into ``[low, high]`` in place and return it (both must fit its dtype).
+
+    Bounds are passed as scalars of ``x``'s dtype (numpy's slow path otherwise), and small
+    arrays go through two ufuncs, which beat ``np.clip``'s set-up; large ones through clip.
+    """
+    lo, hi = x.dtype.type(low), x.dtype.type(high)
+    if x.size > 2048:
+        return np.clip(x, lo, hi, out=x)
+    np.minimum(x, hi, out=x)
+    return np.maximum(x, lo, out=x)
 
 
 def extremes(x: np.ndarray) -> tuple[int, int]:

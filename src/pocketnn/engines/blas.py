@@ -17,13 +17,12 @@ import numpy as np
 from ..core.context import workspace
 
 
-def _buffer(shape: tuple[int, ...], slot: int) -> np.ndarray:
-    """A reused float64 array of ``shape`` from this thread's workspace.
+def _buffer(buffers: dict[int, np.ndarray], shape: tuple[int, ...], slot: int) -> np.ndarray:
+    """A reused float64 array of ``shape`` from this thread's ``buffers``.
 
     One flat buffer per slot, grown to the largest size seen and viewed at ``shape``, so
     batches of varying width reuse the same memory.
     """
-    buffers = workspace()
     size = math.prod(shape)
     buf = buffers.get(slot)
     if buf is None or buf.size < size:
@@ -31,16 +30,17 @@ def _buffer(shape: tuple[int, ...], slot: int) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def _as_float64(x: np.ndarray, slot: int) -> np.ndarray:
-    buf = _buffer(x.shape, slot)
+def _as_float64(buffers: dict[int, np.ndarray], x: np.ndarray, slot: int) -> np.ndarray:
+    buf = _buffer(buffers, x.shape, slot)
     np.copyto(buf, x)
     return buf
 
 
 def blas_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` through float64 BLAS as int64; the caller has proven it exact (< 2**53)."""
-    out = _buffer((a.shape[0], b.shape[1]), 2)
-    np.matmul(_as_float64(a, 0), _as_float64(b, 1), out=out)
+    buffers = workspace()
+    out = _buffer(buffers, (a.shape[0], b.shape[1]), 2)
+    np.matmul(_as_float64(buffers, a, 0), _as_float64(buffers, b, 1), out=out)
     return out.astype(np.int64)
 
 

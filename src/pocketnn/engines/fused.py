@@ -311,9 +311,12 @@ class Plan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _plan(layer_keys: tuple) -> Plan:
-    """The kernels' tables for layers given as ``(activation name, n_in, clamp)``."""
+def _plan(layer_keys: tuple) -> Plan | None:
+    """The kernels' tables for layers given as ``(activation name, n_in, clamp)``; None when
+    an activation has no table or outputs beyond 127 (the bound the int64 sums rely on)."""
     tables_of = [get_activation(name).table for name, _, _ in layer_keys]
+    if any(t is None or int(np.abs(t.y).max()) > 127 for t in tables_of):
+        return None
     width = max(len(t.y) for t in tables_of)
     specs = np.zeros((len(layer_keys), 5), dtype=np.int64)
     tables = np.ones((len(layer_keys), 4, width), dtype=np.int64)
@@ -340,9 +343,7 @@ def plan_for(model, rule, optimizer, x: np.ndarray, lr_inv: int) -> Plan | None:
         return None
     if len(layers) < 2 or lr_inv > INT32_MAX or x.ndim != 2 or x.shape[0] > MAX_WIDTH:
         return None
-    if not all(type(layer) is Dense and layer.activation.table for layer in layers):
-        return None
-    if any(int(np.abs(layer.activation.table.y).max()) > 127 for layer in layers):
+    if not all(type(layer) is Dense for layer in layers):
         return None
     feedback = rule.feedback
     params = [p for layer in layers for p in (layer.W, layer.b)]

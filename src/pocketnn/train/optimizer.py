@@ -24,12 +24,22 @@ ROUNDINGS = ("trunc", "stochastic")
 
 @dataclass
 class Update:
-    """New values for the rows ``rows`` (None: all) of one parameter of one layer."""
+    """New values for the rows ``rows`` (None: all) of parameter ``name`` of a layer.
+
+    ``target`` is the live parameter array the values are committed into.
+    """
 
     layer: int
     name: str
+    target: np.ndarray
     values: np.ndarray
     rows: np.ndarray | None = None
+
+    def commit(self) -> None:
+        if self.rows is None:
+            self.target[...] = self.values
+        else:
+            self.target[self.rows] = self.values
 
 
 def _check_int(label: str, value: object, low: int, high: int | None = None) -> int:
@@ -157,4 +167,4 @@ class IntegerSGD:
             step += decay
         np.subtract(current, step, out=step)
         clamp(step, -weight_clamp, weight_clamp)
-        return Update(index, grad.name, step, rows)
+        return Update(index, grad.name, param, step, rows)

@@ -73,16 +73,6 @@ class NewParameters(Mapping):
         return len(self._params)
 
 
-def commit(model: Sequential, updates: Sequence[Update]) -> None:
-    """Write every pending update into the live parameter arrays."""
-    for u in updates:
-        param = model.layers[u.layer].parameters()[u.name]
-        if u.rows is None:
-            param[...] = u.values
-        else:
-            param[u.rows] = u.values
-
-
 def make_rule(
     rule: str | LearningRule,
     feedback: Sequence[np.ndarray] | None,
@@ -278,7 +268,8 @@ class Trainer:
             return NewParameters(params, updates)
 
         self.rule.backward(model, caches, error, update)
-        commit(model, pending)
+        for u in pending:  # every check passed: now write
+            u.commit()
         return loss, correct
 
     def train_epoch(

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ...core.arith import trunc_div
+from ...core.arith import clamp, trunc_div
 from .base import Activation, no_macros, tabulate
 
 K_BIT = 8
@@ -111,7 +111,8 @@ def _piecewise(name, pieces, divisor, doc, signature, x, call, macros=no_macros)
     table = tabulate(lambda v, _: evaluate_pieces(pieces, v), TABLE_LOW, TABLE_HIGH, divisor)
 
     def function(z: np.ndarray, fan_in: int) -> tuple[np.ndarray, np.ndarray]:
-        i = np.clip(trunc_div(z, divisor(fan_in)), TABLE_LOW, TABLE_HIGH) - TABLE_LOW
+        i = clamp(trunc_div(z, divisor(fan_in)), TABLE_LOW, TABLE_HIGH)
+        i -= TABLE_LOW
         return table.y[i], table.g[i]
 
     function.__doc__ = doc

@@ -49,9 +49,11 @@ class DFA(LearningRule):
     def __init__(self, feedback: Sequence[np.ndarray] | None = None) -> None:
         self.feedback: list[np.ndarray] = [] if feedback is None else list(feedback)
         self._given = feedback is not None
+        self._trainable: list[int] = []
 
     def bind(self, model: Sequential, seed: int) -> None:
-        hidden = trainable(model)[:-1]
+        self._trainable = trainable(model)
+        hidden = self._trainable[:-1]
         if not self._given:
             self.feedback = random_feedback(model, seed)
             return
@@ -74,7 +76,7 @@ class DFA(LearningRule):
     def backward(
         self, model: Sequential, caches: Sequence[Any], error: np.ndarray, update: UpdateFn
     ) -> None:
-        layers = trainable(model)
+        layers = self._trainable  # fixed by bind: a model's layers do not change
         for i, b in zip(layers[:-1], self.feedback):
             layer = model.layers[i]
             err = matmul(error, b, where=f"{layer.name}: feedback e @ B")
