@@ -2,8 +2,10 @@
 
 A :class:`Context` is immutable and travels in a :mod:`contextvars` variable, so every
 thread (and every asyncio task) sees its own: ``configure`` in one thread never changes the
-engine or the overflow policy of another. Work buffers are per thread of execution too
-(:func:`workspace`), so two models trained at once never share memory.
+engine or the overflow policy of another. Work buffers belong to the OS thread
+(:func:`workspace`), not to the context: a context can be copied into several threads at
+once (``asyncio.to_thread``, ``copy_context().run``), and buffers travelling with it would
+be shared by threads that run at the same time.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import contextvars
 import dataclasses
 import importlib.util
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,9 +60,8 @@ _CURRENT: contextvars.ContextVar[Context] = contextvars.ContextVar(
     "pocketnn_context",
     default=Context(),  # noqa: B039
 )
-_WORKSPACE: contextvars.ContextVar[dict[int, np.ndarray]] = contextvars.ContextVar(
-    "pocketnn_workspace"
-)
+# Per OS thread, never per context: see the module docstring.
+_THREAD = threading.local()
 
 
 def current() -> Context:
@@ -106,14 +108,14 @@ def using(ctx: Context | None) -> Iterator[Context]:
 
 
 def workspace() -> dict[int, np.ndarray]:
-    """This thread's (or task's) reusable work buffers, by slot number.
+    """This thread's reusable work buffers, by slot number.
 
     Fresh large arrays cost page faults on every step; reusing buffers avoids that, and
-    keeping them per execution context means concurrent runs never overwrite each other's.
+    keeping them per OS thread means concurrent runs never overwrite each other's. (Tasks
+    of one event loop share their thread's buffers safely: no product awaits midway.)
     """
     try:
-        return _WORKSPACE.get()
-    except LookupError:
-        buffers: dict[int, np.ndarray] = {}
-        _WORKSPACE.set(buffers)
-        return buffers
+        return _THREAD.buffers
+    except AttributeError:
+        _THREAD.buffers = {}
+        return _THREAD.buffers

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.locks import ReadWriteLock
 from ..engines.blas import single_thread_blas
 from .layers import WEIGHT_CLAMP, Dense, Layer, build_layer
 
@@ -33,6 +34,14 @@ class Sequential:
         if len(layers[-1].output_shape) != 1:
             raise ValueError(f"{layers[-1].name}: the last layer must output a vector of scores")
         self.layers = list(layers)
+        self.lock = ReadWriteLock()  # readers predict and save; a training step writes
+
+    def __getstate__(self) -> dict[str, Any]:  # a lock does not pickle: a copy gets its own
+        return {key: value for key, value in vars(self).items() if key != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self.lock = ReadWriteLock()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -80,9 +89,10 @@ class Sequential:
         """
         a = self.check_input(x)
         caches = []
-        for layer in self.layers:
-            a, cache = layer.forward(a)
-            caches.append(cache)
+        with self.lock.reading():
+            for layer in self.layers:
+                a, cache = layer.forward(a)
+                caches.append(cache)
         return a, caches
 
     def scores(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
@@ -93,7 +103,7 @@ class Sequential:
         """
         x = self.check_input(x)
         out = np.empty((x.shape[0], self.n_classes), dtype=np.int64)
-        with single_thread_blas():
+        with self.lock.reading(), single_thread_blas():  # one set of weights for every batch
             for start in range(0, x.shape[0], batch_size):
                 a = x[start : start + batch_size]
                 for layer in self.layers:

@@ -14,11 +14,13 @@ derived from ``seed`` alone, so the same seed gives the same bits on every run a
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -71,6 +73,25 @@ class NewParameters(Mapping):
 
     def __len__(self) -> int:
         return len(self._params)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def serialized(method: F) -> F:
+    """Run ``method`` holding the trainer's lock: calls from several threads take turns.
+
+    A trainer's epoch count, history and random streams change as it trains; two threads
+    training one trainer at once would interleave them. With the lock each call runs
+    whole, so the result is that of the same calls made one after the other.
+    """
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 def make_rule(
@@ -169,6 +190,14 @@ class Trainer:
             self.context = Context(engine or base.engine, overflow or base.overflow)
         self.epoch = 0  # epochs completed
         self.history: list[EpochResult] = []
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> dict[str, Any]:  # a lock does not pickle: a copy gets its own
+        return {key: value for key, value in vars(self).items() if key != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._lock = threading.RLock()
 
     # the optimizer's and the rule's settings, read where a flat view is handy (CLI, logs)
     @property
@@ -204,6 +233,7 @@ class Trainer:
             raise ValueError(f"sample order of epoch {epoch} must be {n} integer indices")
         return order
 
+    @serialized
     def step(
         self,
         x: np.ndarray,
@@ -237,12 +267,13 @@ class Trainer:
         rng = self.optimizer.rounding_stream(self.epoch + 1)
         saved = None if rng is None else rng.bit_generator.state
         try:
-            kernel = accelerated_step()
-            if kernel is not None:
-                result = kernel(self.model, self.rule, self.optimizer, x, targets, lr_inv, rng)
-                if result is not None:
-                    return result
-            return self._layered_step(x, targets, lr_inv, rng)
+            with self.model.lock.writing():  # readers see the weights before or after it
+                kernel = accelerated_step()
+                if kernel is not None:
+                    result = kernel(self.model, self.rule, self.optimizer, x, targets, lr_inv, rng)
+                    if result is not None:
+                        return result
+                return self._layered_step(x, targets, lr_inv, rng)
         except BaseException:
             if saved is not None:  # a failed step draws nothing either
                 rng.bit_generator.state = saved
@@ -272,6 +303,7 @@ class Trainer:
             u.commit()
         return loss, correct
 
+    @serialized
     def train_epoch(
         self,
         x: np.ndarray,
@@ -305,6 +337,7 @@ class Trainer:
         with using(self.context):
             return self.model.count_correct(x, labels)
 
+    @serialized
     def fit(
         self,
         x: np.ndarray,
@@ -333,6 +366,7 @@ class Trainer:
                 on_epoch(result)
         return self.history
 
+    @serialized
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Training state for a checkpoint: JSON-able settings and the rule's arrays."""
         settings = {
@@ -348,6 +382,7 @@ class Trainer:
         }
         return settings, self.rule.arrays()
 
+    @serialized
     def save(self, path: str | os.PathLike) -> None:
         """Save the model and everything needed to resume to the same bits, atomically."""
         from ..io.model_file import save  # the file format is not needed to train
