@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..io.model_file import load_checkpoint
+from .errors import about
 from .report import describe
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print ``describe`` of the model file and its training state."""
     model, state, _ = load_checkpoint(args.model)
-    print(describe(model, state))
+    with about(args.model):  # a training record of unexpected shape is the file's fault
+        text = describe(model, state)
+    print(text)
     return 0

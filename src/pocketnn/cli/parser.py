@@ -6,6 +6,7 @@ import argparse
 
 from .. import __version__
 from ..core.context import DEFAULT_ENGINE, ENGINES, OVERFLOW_POLICIES
+from ..io.limits import DEFAULT_MAX_INPUT
 from ..train.optimizer import ROUNDINGS
 from ..train.trainer import ALGORITHMS
 from .errors import CLIError
@@ -15,9 +16,14 @@ from .info import cmd_info
 from .predict import cmd_predict
 from .presets import PAPER_ARCHS, PRESETS
 from .train import cmd_train
+from .validate import ascii_int, byte_size
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("type", int, ascii_int)  # every type=int flag: ASCII digits only
+
     def error(self, message: str) -> None:  # one line instead of usage + message
         raise CLIError(f"{message} (see '{self.prog} --help')")
 
@@ -37,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=OVERFLOW_POLICIES,
         default="raise",
         help="what an int32 overflow does: raise (default) or wrap like the reference",
+    )
+    p.add_argument(
+        "--max-input",
+        type=byte_size,
+        default=DEFAULT_MAX_INPUT,
+        metavar="SIZE",
+        help="largest input file (model, idx, image) read, decompressed (default 256M)",
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -85,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="output folder")
     x.add_argument("--name", default="model", help="C identifier prefix")
     x.add_argument("--with-training", action="store_true", help="include the DFA training step")
+    x.add_argument("--max-batch", type=int, help="largest on-device batch (default: trained)")
     x.add_argument("--report", action="store_true", help="print the Cortex-M0 footprint")
     x.set_defaults(func=cmd_export_c)
     return p

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from .errors import CLIError
 
+_ARCH = re.compile(r"[0-9]+(-[0-9]+)+")
 PAPER_ARCHS = {"mnist": "784-100-50-10", "fashion-mnist": "784-200-100-50-10"}
 PRESETS: dict[str, dict[str, dict]] = {
     # The paper's setting: pocket tanh everywhere, DFA, batch 20, lr_inv 1000 doubling every 10.
@@ -47,10 +49,9 @@ def settings(args: argparse.Namespace) -> dict:
 
 def parse_arch(text: str) -> list[int]:
     """Layer widths from the ``--arch`` notation, e.g. ``784-100-50-10``."""
-    try:
-        dims = [int(part) for part in text.split("-")]
-    except ValueError:
-        raise CLIError(f"--arch must look like 784-100-50-10, got {text!r}") from None
+    if not _ARCH.fullmatch(text):  # ASCII digits only: int() would take "٧٨٤" or "1_0"
+        raise CLIError(f"--arch must look like 784-100-50-10, got {text!r}")
+    dims = [int(part) for part in text.split("-")]
     if len(dims) < 2 or min(dims) < 1:
         raise CLIError(f"--arch needs at least two positive widths, got {text!r}")
     return dims

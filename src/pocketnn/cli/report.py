@@ -20,7 +20,11 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
 
 
 def describe(model: Sequential, state: dict | None) -> str:
-    """A human-readable summary of a model: layers, parameters, value ranges."""
+    """A human-readable summary of a model: layers, parameters, value ranges.
+
+    The training record is printed as found; the last test accuracy only when the file
+    holds it as two integers (the record is the file's, not necessarily pocketnn's).
+    """
     lines = [f"architecture: {'-'.join(map(str, model.dims))}", f"parameters: {model.n_params}"]
     for layer in model.layers:
         lines.append(
@@ -35,7 +39,11 @@ def describe(model: Sequential, state: dict | None) -> str:
             f"{state.get('epoch')} epochs done, seed {state.get('seed')}, "
             f"batch {state.get('batch_size')}, lr_inv {state.get('lr_inv')}"
         )
-        last = (state.get("history") or [None])[-1]
-        if last and last.get("test_total"):
-            lines.append(f"last test accuracy: {percent(last['test_correct'], last['test_total'])}")
+        history = state.get("history")
+        last = history[-1] if isinstance(history, list) and history else None
+        counts = (
+            [last.get(k) for k in ("test_correct", "test_total")] if isinstance(last, dict) else []
+        )
+        if len(counts) == 2 and all(type(c) is int for c in counts) and counts[1] > 0:
+            lines.append(f"last test accuracy: {percent(*counts)}")
     return "\n".join(lines)

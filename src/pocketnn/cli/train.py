@@ -7,15 +7,18 @@ import sys
 from pathlib import Path
 
 from ..datasets import load_dataset
-from ..io.model_file import load_checkpoint, save
+from ..io.atomic import atomic_write_bytes
+from ..io.model_file import load_checkpoint, to_bytes
 from ..nn.model import build_mlp
 from ..train.seeding import he_init
 from ..train.trainer import EpochResult, Trainer
-from .errors import CLIError
+from .errors import CLIError, about
 from .presets import parse_arch, settings
 from .progress import ProgressBar, epoch_line
 from .report import percent
-from .runlog import append_log, log_path_for
+from .run_files import check_room, own_run_files
+from .runlog import is_prefix, log_path_for, read_log, write_log
+from .validate import check_batch_size
 
 RESUME_FIXED = (
     "preset",
@@ -51,13 +54,17 @@ def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
         if given is not None and given != saved:
             changed.append(f"{flag} {given} (saved: {saved})")
     if changed:
-        raise CLIError(f"--resume continues the saved run; it cannot change {', '.join(changed)}")
+        raise CLIError(
+            f"--resume: {out} continues the saved run; it cannot change {', '.join(changed)}"
+        )
     try:
         trainer = Trainer.from_state(model, state, arrays)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         raise CLIError(f"--resume: {out} has an inconsistent training state ({exc})") from None
+    epochs = args.epochs if args.epochs is not None else state.get("epochs")
+    if type(epochs) is not int or epochs < 0:
+        raise CLIError(f"--resume: {out} records no epoch count ({epochs!r}); give --epochs")
     print(f"resuming {out} after epoch {trainer.epoch}", file=sys.stderr)
-    epochs = args.epochs if args.epochs is not None else state["epochs"]
     return trainer, epochs, state.get("preset", "paper")
 
 
@@ -85,25 +92,55 @@ def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Tra
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train, saving the model and a log line after every epoch; print the test accuracy."""
+    """Train, saving the model and a log line after every epoch; print the test accuracy.
+
+    The run owns ``--out`` and its log from start to end (see :mod:`.run_files`).
+    """
     out = Path(args.out)
     if not out.parent.exists():
         raise CLIError(f"--out: folder {out.parent} does not exist")
     if out.is_dir():
         raise CLIError(f"--out: {out} is a folder; name the model file to write")
+    log_path = log_path_for(out)
+    with own_run_files(out, log_path):
+        return _train(args, out, log_path)
+
+
+def _train(args: argparse.Namespace, out: Path, log_path: Path) -> int:
     if out.exists() and not (args.resume or args.force):
         raise CLIError(
             f"--out: {out} exists; --resume continues it, --force replaces it with a new run"
         )
+    if log_path.exists() and not (args.resume or args.force):
+        raise CLIError(f"--out: the log {log_path} exists; --force replaces it with a new run")
+    old_log = read_log(log_path) if args.resume and not args.force else []
     if args.arch is not None:
         parse_arch(args.arch)  # fail before the dataset is loaded
-    log_path = log_path_for(out)
     data = load_dataset(args.dataset, data_dir=args.data_dir, verbose=not args.quiet)
     if args.resume:
         trainer, epochs, preset = _resume(args, out)
     else:
         trainer, epochs, preset = _fresh(args, data.train_images.shape[1], len(data.classes))
+    given_by = f"{out}: the saved batch size" if args.resume else "--batch-size"
+    check_batch_size(trainer.batch_size, len(data.train_labels), args.dataset, given_by)
     model = trainer.model
+
+    def checkpoint() -> bytes:
+        state, arrays = trainer.state()
+        state.update(dataset=args.dataset, epochs=epochs, preset=preset)
+        return to_bytes(model, training=state, extra_arrays=arrays)
+
+    def log_records() -> list[dict]:
+        return [dict(vars(r), dataset=args.dataset, seed=trainer.seed) for r in trainer.history]
+
+    if not is_prefix(old_log, log_records()):
+        raise CLIError(
+            f"--resume: the log {log_path} is not the log of the run in {out}; move it "
+            "away, or --force replaces it"
+        )
+    check_room(out, log_path, len(checkpoint()))
+    if args.resume:
+        write_log(log_path, log_records())  # a line a kill lost after the model was saved
     if not args.quiet:
         print(
             f"{args.dataset}: {model!r}, {model.n_params} parameters, algorithm "
@@ -112,31 +149,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
 
     def save_checkpoint() -> None:
-        state, arrays = trainer.state()
-        state.update(dataset=args.dataset, epochs=epochs, preset=preset)
-        save(out, model, training=state, extra_arrays=arrays)
+        atomic_write_bytes(out, checkpoint())
+        # the model first, then the log from its history: the log never runs ahead of it
+        write_log(log_path, log_records())  # a --force run's old log lives until here
 
     def on_epoch(result: EpochResult) -> None:
         save_checkpoint()
-        # a fresh run's first epoch starts the log over (an old run's log lives until then)
-        fresh = not args.resume and result.epoch == 1
-        append_log(
-            log_path, dict(vars(result), dataset=args.dataset, seed=trainer.seed), fresh=fresh
-        )
         if not args.quiet:
             print(epoch_line(result, epochs), flush=True)
 
     bar = ProgressBar("training", not args.quiet)
     done_before = trainer.epoch
-    trainer.fit(
-        data.train_images,
-        data.train_labels,
-        epochs,
-        x_test=data.test_images,
-        y_test=data.test_labels,
-        on_epoch=on_epoch,
-        progress=bar,
-    )
+    with about(out):  # an overflow names the layer and operation; this adds the run's file
+        trainer.fit(
+            data.train_images,
+            data.train_labels,
+            epochs,
+            x_test=data.test_images,
+            y_test=data.test_labels,
+            on_epoch=on_epoch,
+            progress=bar,
+        )
     if trainer.epoch == done_before:  # no epoch to run: still write the model asked for
         save_checkpoint()
     last = trainer.history[-1] if trainer.history else None

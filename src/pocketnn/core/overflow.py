@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import PocketnnError
 from .arith import INT32_MAX, INT32_MIN, extremes
 from .context import current
 
 
-class IntegerOverflowError(OverflowError):
+class IntegerOverflowError(PocketnnError, OverflowError):
     """A value left the int32 range that the reference (and the generated C) computes in."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import PocketnnError
 
-class DatasetError(ValueError):
+
+class DatasetError(PocketnnError, ValueError):
     """A dataset file is malformed or fails verification, or no source could provide it."""

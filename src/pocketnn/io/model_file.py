@@ -4,7 +4,8 @@ Format 3 (written by this version) stores, besides the arrays ``layers.{i}.{para
 JSON metadata record (as a uint8 array) with every layer's type and typed config, the
 optional training state, and a sha256 over the metadata and every array. Format 2 (the
 release before: dense layers only, arrays ``layer{i}.W``/``.b``) still loads; anything else
-is refused with a clear error. Files are never unpickled (``allow_pickle=False``).
+is refused with a clear error. Files are never unpickled, and are read within the input
+limit (:mod:`pocketnn.io.npz`): no declared size is trusted before it is checked.
 
 The checksum is not keyed: it detects corruption, not a deliberate edit.
 """
@@ -15,21 +16,22 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import PocketnnError
 from ..nn.model import Sequential
 from .atomic import atomic_write_bytes
+from .npz import read_npz
 
 FORMAT_NAME = "pocketnn-model"
 FORMAT_VERSION = 3  # 3: typed layers (type + config), arrays named layers.{i}.{param}
 READABLE_VERSIONS = (2, 3)
 
 
-class ModelFileError(ValueError):
+class ModelFileError(PocketnnError, ValueError):
     """A model file is missing, corrupt, or of a format this version cannot read."""
 
 
@@ -55,27 +57,54 @@ def save(
     uint8 array and carries a sha256 of itself and all the arrays, so corruption is
     detected on load.
     """
-    arrays: dict[str, np.ndarray] = {}
-    for i, layer in enumerate(model.layers):
-        for name, value in layer.parameters().items():
-            arrays[f"layers.{i}.{name}"] = value
-    for key, value in (extra_arrays or {}).items():
-        value = np.asarray(value)
-        if value.dtype.kind not in "iu":
-            raise TypeError(f"{key}: only integer arrays can be saved, got {value.dtype}")
-        arrays[f"train.{key}"] = value
-    meta: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "layers": model.config(),
-        "training": training,
-    }
-    # round-trip through JSON first, so the digest sees exactly what load will read
-    meta = json.loads(json.dumps(meta))
-    meta["sha256"] = digest(arrays, meta)
-    buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, to_bytes(model, training, extra_arrays))
+
+
+def to_bytes(
+    model: Sequential,
+    training: dict[str, Any] | None = None,
+    extra_arrays: dict[str, np.ndarray] | None = None,
+) -> bytes:
+    """The bytes :func:`save` writes (to measure or check a file before writing it)."""
+    with model.lock.reading():  # the parameters of one moment, never half a step
+        arrays: dict[str, np.ndarray] = {}
+        for i, layer in enumerate(model.layers):
+            for name, value in layer.parameters().items():
+                arrays[f"layers.{i}.{name}"] = value
+        for key, value in (extra_arrays or {}).items():
+            value = np.asarray(value)
+            if value.dtype.kind not in "iu":
+                raise TypeError(f"{key}: only integer arrays can be saved, got {value.dtype}")
+            arrays[f"train.{key}"] = value
+        meta: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "layers": model.config(),
+            "training": training,
+        }
+        # round-trip through JSON first, so the digest sees exactly what load will read
+        meta = json.loads(json.dumps(meta))
+        meta["sha256"] = digest(arrays, meta)
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    return buf.getvalue()
+
+
+# What a checksummed but deliberately edited description can make a constructor raise.
+_DESCRIPTION_ERRORS = (
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+)
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Sequential:
@@ -98,16 +127,13 @@ def load_checkpoint(
 ) -> tuple[Sequential, dict[str, Any] | None, dict[str, np.ndarray]]:
     """Load a model file: the model, its training state (or None) and its training arrays."""
     path = Path(path)
+    arrays = read_npz(path, ModelFileError)
+    meta_array = arrays.pop("meta", None)
+    if meta_array is None or meta_array.dtype != np.uint8 or meta_array.ndim != 1:
+        raise ModelFileError(f"{path}: missing or unreadable metadata")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModelFileError(f"{path}: not a readable pocketnn model file ({exc})") from None
-    try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = json.loads(meta_array.tobytes().decode())
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ModelFileError(f"{path}: missing or unreadable metadata") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path}: not a {FORMAT_NAME} file")
@@ -117,14 +143,18 @@ def load_checkpoint(
             f"(this pocketnn reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     described = {key: value for key, value in meta.items() if key != "sha256"}
-    if meta.get("sha256") != digest(arrays, described):
+    try:
+        expected = digest(arrays, described)
+    except (RecursionError, ValueError):  # metadata nested too deeply to encode again
+        raise ModelFileError(f"{path}: unreadable metadata") from None
+    if meta.get("sha256") != expected:
         raise ModelFileError(f"{path}: checksum mismatch, the file is corrupt or was altered")
     if not isinstance(meta.get("training"), (dict, type(None))):
         raise ModelFileError(f"{path}: the training state is not a record")
     try:
         model = _build(meta, arrays)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ModelFileError(f"{path}: inconsistent model description ({exc})") from None
+    except _DESCRIPTION_ERRORS as exc:
+        raise ModelFileError(f"{path}: inconsistent model description ({_why(exc)})") from None
     train_arrays = {
         key.removeprefix("train."): value
         for key, value in arrays.items()

@@ -16,9 +16,23 @@ from .settings import ExportError
 C_KEYWORDS = frozenset(
     "auto break case char const continue default do double else enum extern float for goto if "
     "inline int long register restrict return short signed sizeof static struct switch typedef "
-    "union unsigned void volatile while _Bool _Complex _Imaginary".split()
+    "union unsigned void volatile while _Bool _Complex _Imaginary "
+    # C11 and C23, so that the code stays valid for newer compilers
+    "_Alignas _Alignof _Atomic _Generic _Noreturn _Static_assert _Thread_local alignas alignof "
+    "bool constexpr false nullptr static_assert thread_local true typeof typeof_unqual".split()
 )
+STANDARD_HEADERS = frozenset(
+    "assert complex ctype errno fenv float inttypes iso646 limits locale math setjmp signal "
+    "stdalign stdarg stdatomic stdbit stdbool stdckdint stddef stdint stdio stdlib stdnoreturn "
+    "string tgmath threads time uchar wchar wctype".split()
+)
+"""The C standard library's headers: NAME.h must not shadow one (``#include "stdint.h"``)."""
+RESERVED_FILE_NAMES = frozenset(
+    {"main", "runtime", "pnn_api", "footprint_main", "host_main", "mcu_main", "cortex_m"}
+)
+"""A firmware's own ``main.c`` and the build harness's files, which NAME.c/.h would replace."""
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def c_type(bound: int) -> str:
@@ -70,9 +84,21 @@ def is_c_identifier(name: str) -> bool:
 
 
 def check_name(name: str) -> str:
-    """``name`` if it is a C identifier, else :class:`ExportError` saying why not."""
+    """``name`` if it can prefix the generated symbols and name the files, else
+    :class:`ExportError` saying why not.
+
+    A letter, then letters, digits and ``_`` (a leading ``_`` is reserved to the C
+    implementation); not a C keyword; and, ignoring case (file systems that do), not the
+    name of a standard header or of a file of the build harness or firmware.
+    """
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ExportError(f"name {name!r} is not a C identifier (letters, digits, _)")
+    if not _NAME.fullmatch(name):
+        raise ExportError(f"name {name!r} starts with '_', which C reserves; start with a letter")
     if name in C_KEYWORDS:
         raise ExportError(f"name {name!r} is a C keyword")
+    if name.lower() in STANDARD_HEADERS:
+        raise ExportError(f"name {name!r}: {name}.h would shadow the standard <{name.lower()}.h>")
+    if name.lower() in RESERVED_FILE_NAMES:
+        raise ExportError(f"name {name!r}: {name}.c is a file of the firmware or the build harness")
     return name

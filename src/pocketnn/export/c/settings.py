@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...errors import PocketnnError
 from ...nn.losses import TARGET_VALUE
 
 DEFAULT_MAX_BATCH = 20
@@ -12,7 +13,7 @@ DEFAULT_TARGET_VALUE = TARGET_VALUE
 """The one-hot target value when the model file names none: Python's own."""
 
 
-class ExportError(ValueError):
+class ExportError(PocketnnError, ValueError):
     """The model cannot be exported as asked (bad name, unsupported layer, missing feedback)."""
 
 
