@@ -183,3 +183,16 @@ def test_the_cache_replaces_what_it_wrote(user_folder):
     assert not cache.written_by_cache(folder / "mnist", STEMS[0])  # the user's
     victim.write_bytes(b"changed by someone")  # written since: no longer the cache's file
     assert not cache.written_by_cache(folder / "mnist", victim.name)
+
+
+def test_a_checkpoints_history_must_hold_numbers():
+    from pocketnn.train.trainer import EpochResult
+
+    record = dict(epoch=1, lr_inv=1000, loss=5, train_correct=3, train_total=9)
+    record.update(test_correct=None, test_total=None, seconds=0.5)
+    assert EpochResult.from_record(record).loss == 5
+    for key, value in (("test_correct", "Dense"), ("loss", True), ("epoch", None)):
+        with pytest.raises(ValueError, match=f"history: {key} must be a number"):
+            EpochResult.from_record(dict(record, **{key: value}))
+    with pytest.raises(ValueError, match="must hold epoch"):
+        EpochResult.from_record(dict(record, extra=1))

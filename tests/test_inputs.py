@@ -372,3 +372,29 @@ def test_a_dataset_that_cannot_be_found_is_one_line(tmp_path, capsys, monkeypatc
     save(model, build_mlp([784, 10]))
     line = cli_line(capsys, "evaluate", model, "--dataset", "mnist", "--data-dir", tmp_path)
     assert "could not obtain mnist; sources tried:" in line and "--data-dir" in line
+
+
+# ------------------------------------------------- what the long fuzz runs found, kept
+
+
+def test_empty_arrays_with_huge_sides_are_refused(tmp_path):
+    """numpy sizes even an empty array in int64: sides of 2**40 overflow it."""
+    path = tmp_path / "x.idx"
+    path.write_bytes(bytes([0, 0, 8, 0x34]) + b"\x03\x00\x00\x00" * 4 + bytes(4 * 48))
+    with pytest.raises(DatasetError, match="52 dimensions"):
+        read_idx(path)
+    raw = npy_header((2**40, 2**40, 0), "<i2")
+    model_with_member(path, "empty.npy", raw, crc=zlib.crc32(raw))
+    with pytest.raises(ModelFileError, match="invalid shape"):
+        load(path)
+
+
+def test_a_png_pillow_cannot_decode_is_one_line(tmp_path, capsys):
+    path = tmp_path / "broken.png"
+    good = png(28, 28)
+    path.write_bytes(good[:41] + b"B\x85\xa4>" + good[45:])  # a broken chunk after IHDR
+    with pytest.raises(CLIError, match="broken.png: not a readable PNG"):
+        read_images(path)
+    model = tmp_path / "m.npz"
+    save(model, build_mlp([784, 10]))
+    assert "broken.png: not a readable PNG" in cli_line(capsys, "predict", model, path)

@@ -1,19 +1,20 @@
 """Thread safety: every public function, on every engine, from several threads at once.
 
 Each job below exercises public functions on its own objects and returns everything they
-computed. The jobs first run one after the other, then all at once, several times, from
-``THREADS`` threads started together at a barrier (each job twice, on two engines' worth
-of contexts); every result must be the single-threaded one, bit for bit. Further tests
-share one model between threads (readers must never see half a training step), run
-contexts copied into threads (``asyncio.to_thread``), and train one trainer from two
-threads. ``tests/test_conformance.py`` has the first two thread tests (whole runs;
-``configure`` per thread); docs/reliability.md gives the figures.
+computed. The jobs first run one after the other, then all at once, ``ROUNDS`` times
+(``POCKETNN_THREAD_ROUNDS``), from ``THREADS`` threads started together at a barrier (each
+job twice, so that two threads run it at once); every result must be the single-threaded
+one, bit for bit. Further tests share one model between threads (readers must never see
+half a training step), run contexts copied into threads (``asyncio.to_thread``), and
+train one trainer from two threads. ``tests/test_conformance.py`` has the first two
+thread tests (whole runs; ``configure`` per thread); docs/reliability.md gives the figures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 
 import numpy as np
@@ -30,7 +31,7 @@ from pocketnn.train.seeding import he_init
 
 ENGINES = [pytest.param("fused", marks=pytest.mark.numba), "blas", "int"]
 THREADS = 8
-ROUNDS = 3
+ROUNDS = int(os.environ.get("POCKETNN_THREAD_ROUNDS", "3"))
 
 
 def same(a, b) -> bool:
@@ -193,6 +194,7 @@ def test_every_public_function_gives_single_threaded_bits(engine, data, trained,
         for i, result in enumerate(together):
             assert not isinstance(result, BaseException), (i % len(jobs), result)
             assert same(result, alone[i % len(jobs)]), i % len(jobs)
+    print(f"{engine}: {2 * len(jobs) * ROUNDS} job runs on {THREADS} threads, all identical")
 
 
 def _snapshot_scores(model, trainer, batches, x_probe):
@@ -257,6 +259,7 @@ def test_readers_of_a_model_being_trained_never_see_half_a_step(engine, mnist, t
     assert len(seen) > 2 * readers and len(saved) > 2 * readers
     assert set(seen) <= allowed, f"{len(set(seen) - allowed)} of {len(seen)} reads were torn"
     assert set(saved) <= allowed
+    print(f"{engine}: {len(seen)} predictions and {len(saved)} saves during training, none torn")
 
 
 @pytest.mark.parametrize("engine", ENGINES)

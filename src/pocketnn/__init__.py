@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from .core.context import configure
 from .core.overflow import IntegerOverflowError
 from .datasets import load_dataset
+from .errors import PocketnnError
+from .io.limits import input_limit
 from .io.model_file import ModelFileError, load, load_checkpoint, save
 from .nn.layers import Dense
 from .nn.model import Sequential, build_mlp
@@ -30,10 +32,12 @@ __all__ = [
     "IntegerOverflowError",
     "IntegerSGD",
     "ModelFileError",
+    "PocketnnError",
     "Sequential",
     "Trainer",
     "build_mlp",
     "configure",
+    "input_limit",
     "load",
     "load_checkpoint",
     "load_dataset",

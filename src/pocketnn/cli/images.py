@@ -17,7 +17,7 @@ import numpy as np
 
 from ..datasets.idx import parse_idx
 from ..io.files import read_regular
-from .errors import CLIError, about
+from .errors import CLIError
 
 SIDE = 28
 _PGM_GAP = rb"(?:\s|#[^\n]*\n)+"  # white space and comment lines between header fields
@@ -66,9 +66,11 @@ def _read_png(raw: bytes, path: Path) -> np.ndarray:
         from PIL import Image
     except ImportError:
         raise CLIError("reading PNG needs Pillow: pip install 'pocketnn[images]'") from None
-    # Pillow raises many types for a broken file (SyntaxError, struct.error, zlib.error...)
-    with about(path), Image.open(io.BytesIO(raw), formats=["PNG"]) as im:
-        return np.asarray(im.convert("L"), dtype=np.uint8)[None]
+    try:
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as im:
+            return np.asarray(im.convert("L"), dtype=np.uint8)[None]
+    except Exception as exc:  # Pillow's: SyntaxError, struct.error, zlib.error, OSError...
+        raise CLIError(f"{path}: not a readable PNG ({type(exc).__name__}: {exc})") from None
 
 
 def read_images(path: Path) -> np.ndarray:

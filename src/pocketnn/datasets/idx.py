@@ -17,6 +17,8 @@ from ..io.files import open_regular, read_exactly
 from ..io.limits import max_input, too_large
 from .errors import DatasetError
 
+MAX_DIMS = 16
+"""More dimensions than any dataset has (numpy allows 64)."""
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4"}
 
 
@@ -80,6 +82,9 @@ def header(data: bytes | bytearray, where: str) -> tuple[np.dtype, tuple[int, ..
     if ndim == 0 or len(data) < length:
         raise DatasetError(f"{where}: bad idx header ({ndim} dimensions, {len(data)} bytes)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    # numpy sizes arrays in int64, even empty ones: a zero does not excuse the other sides
+    if ndim > MAX_DIMS or math.prod(d for d in shape if d) >= 2**62:
+        raise DatasetError(f"{where}: bad idx header ({ndim} dimensions, sides {shape[:8]})")
     dtype = np.dtype(_IDX_DTYPES[code])
     return dtype, shape, length + math.prod(shape) * dtype.itemsize
 

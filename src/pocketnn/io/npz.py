@@ -104,6 +104,9 @@ def parse_npy(data: bytes, where: str, error: type[Exception]) -> np.ndarray:
         raise error(f"{where}: holds {dtype} values; model files hold integer arrays only")
     if not all(isinstance(d, int) and d >= 0 for d in shape):
         raise error(f"{where}: invalid shape {shape}")
+    # numpy sizes arrays in int64, even empty ones: a zero does not excuse the other sides
+    if len(shape) > 32 or math.prod(d for d in shape if d) >= 2**62:
+        raise error(f"{where}: invalid shape {shape[:8]} ({len(shape)} dimensions)")
     count = math.prod(shape)
     body = len(data) - buf.tell()
     if count * dtype.itemsize != body:

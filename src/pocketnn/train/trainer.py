@@ -50,6 +50,20 @@ class EpochResult:
     test_total: int | None
     seconds: float
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> EpochResult:
+        """An epoch's figures from a checkpoint's history, refusing wrongly typed values."""
+        if not isinstance(record, Mapping) or set(record) != set(cls.__dataclass_fields__):
+            raise ValueError(f"a history record must hold {', '.join(cls.__dataclass_fields__)}")
+        for name, value in record.items():
+            kinds = (float, int) if name == "seconds" else (int,)
+            if not (
+                (value is None and name.startswith("test_"))
+                or (isinstance(value, kinds) and not isinstance(value, bool))
+            ):
+                raise ValueError(f"history: {name} must be a number, got {value!r}")
+        return cls(**record)
+
 
 class NewParameters(Mapping):
     """A layer's parameters as the step's pending updates would leave them (built lazily)."""
@@ -423,7 +437,7 @@ class Trainer:
             overflow=overflow,
         )
         trainer.epoch = int(settings["epoch"])
-        trainer.history = [EpochResult(**r) for r in settings.get("history", [])]
+        trainer.history = [EpochResult.from_record(r) for r in settings.get("history", [])]
         return trainer
 
     @classmethod
