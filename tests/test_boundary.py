@@ -196,3 +196,12 @@ def test_a_checkpoints_history_must_hold_numbers():
             EpochResult.from_record(dict(record, **{key: value}))
     with pytest.raises(ValueError, match="must hold epoch"):
         EpochResult.from_record(dict(record, extra=1))
+
+
+def test_trainer_arguments_fit_their_types():
+    model = build_mlp([4, 3, 2])
+    for value in (2**31, -(2**31), 2**70, True, 1.5):
+        with pytest.raises(ValueError, match="target_value"):
+            Trainer(model, target_value=value)
+    with pytest.raises(ValueError, match="fc1: feedback values exceed the int32 range"):
+        Trainer(model, feedback=[np.full((2, 3), 2**40, dtype=np.int64)])

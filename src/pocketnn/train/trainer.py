@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..core.arith import INT32_MAX
 from ..core.context import Context, current, using
 from ..engines import accelerated_step
 from ..engines.blas import single_thread_blas
@@ -176,10 +177,15 @@ class Trainer:
         engine: str | None = None,
         overflow: str | None = None,
     ) -> None:
-        for label, value in (("batch_size", batch_size), ("seed", seed)):
-            low = 1 if label == "batch_size" else 0
+        for label, value, low in (
+            ("batch_size", batch_size, 1),
+            ("seed", seed, 0),
+            ("target_value", target_value, -INT32_MAX),  # the reference's targets are int32
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+        if target_value > INT32_MAX:
+            raise ValueError(f"target_value must be at most {INT32_MAX}, got {target_value!r}")
         self.model = model
         self.seed = int(seed)
         self.batch_size = int(batch_size)

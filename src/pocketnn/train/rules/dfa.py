@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ...core.arith import INT32_MAX
 from ...core.products import matmul
 from ...nn.model import Sequential
 from ..seeding import STREAM_FEEDBACK, init_range, nonzero_uniform, stream
@@ -68,6 +69,8 @@ class DFA(LearningRule):
                     f"{layer.name}: feedback must be an integer array of shape {expected}, "
                     f"got {b.dtype} {b.shape}"
                 )
+            if b.size and max(-int(b.min()), int(b.max())) > INT32_MAX:
+                raise ValueError(f"{layer.name}: feedback values exceed the int32 range")
         self.feedback = [np.asarray(b) for b in self.feedback]
 
     def arrays(self) -> dict[str, np.ndarray]:
