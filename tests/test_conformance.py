@@ -29,7 +29,12 @@ from pocketnn.nn.model import Sequential
 from pocketnn.train.optimizer import IntegerSGD
 from pocketnn.train.seeding import he_init
 
-ENGINES = [pytest.param("fused", marks=pytest.mark.numba), "blas", "int"]
+ENGINES = [
+    pytest.param("compiled", marks=pytest.mark.gcc),
+    pytest.param("fused", marks=pytest.mark.numba),
+    "blas",
+    "int",
+]
 REFERENCE = "int"
 
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.context import Context, current, using
-from ..engines import accelerated_step
+from ..core.context import Context, current, derive, using
+from ..engines import accelerated_epoch, accelerated_step
 from ..engines.blas import single_thread_blas
 from ..nn.losses import TARGET_VALUE, l2_loss, one_hot
 from ..nn.model import Sequential
@@ -165,8 +165,7 @@ class Trainer:
         self.sample_order = sample_order
         self.context: Context | None = None
         if engine is not None or overflow is not None:
-            base = current()
-            self.context = Context(engine or base.engine, overflow or base.overflow)
+            self.context = derive(current(), engine, overflow)
         self.epoch = 0  # epochs completed
         self.history: list[EpochResult] = []
 
@@ -288,6 +287,15 @@ class Trainer:
         loss = correct = 0
         steps = -(-x.shape[0] // self.batch_size)
         with using(self.context), single_thread_blas():
+            kernel = accelerated_epoch()
+            if kernel is not None:  # the whole epoch in one call, where it is covered
+                rng = self.optimizer.rounding_stream(epoch)
+                done = kernel(
+                    self.model, self.rule, self.optimizer, x, targets, order,
+                    self.batch_size, lr_inv, rng, progress,
+                )  # fmt: skip
+                if done is not None:
+                    loss, correct, steps = *done, 0
             for s in range(steps):
                 idx = order[s * self.batch_size : (s + 1) * self.batch_size]
                 batch_loss, batch_correct = self._step(x[idx], targets[idx], lr_inv)
