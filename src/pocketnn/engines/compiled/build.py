@@ -68,16 +68,13 @@ def cached_library() -> Path | None:
     return path if path.is_file() else None
 
 
-def build(force: bool = False) -> Path:
-    """Compile the kernels into the cache (unless already there) and return the library.
+def compile_library(path: Path, flags: tuple[str, ...]) -> None:
+    """Compile ``kernels.c`` with ``flags`` into ``path``, atomically.
 
-    The compiler writes a temporary file in the cache folder, which is then renamed into
+    The compiler writes a temporary file in the same folder, which is then renamed into
     place: a reader never sees half a library, and two processes building at once both
-    succeed.
+    succeed. Raises :class:`BuildError` with the compiler's message.
     """
-    path = library_path()
-    if path.is_file() and not force:
-        return path
     cc = c_compiler()
     if cc is None:
         raise BuildError(COMPILED_HINT)
@@ -85,29 +82,41 @@ def build(force: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
-        errors = []
-        for flags in (FLAGS + NATIVE, FLAGS):
-            run = subprocess.run(
-                [cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, check=False
-            )
-            if run.returncode == 0:
-                os.chmod(tmp, 0o755)
-                os.replace(tmp, path)
-                return path
-            errors.append(f"{cc} {' '.join(flags)}: {run.stderr.strip()}")
-        raise BuildError("cannot build the compiled engine's kernels: " + " | ".join(errors))
+        command = [cc, *flags, "-o", tmp, str(SOURCE)]
+        run = subprocess.run(command, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise BuildError(f"{' '.join(command)}: {run.stderr.strip()}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-@functools.cache
-def library() -> ctypes.CDLL:
-    """The loaded kernels (built first if needed), with their functions' signatures set."""
-    lib = ctypes.CDLL(str(build()))
+def build(force: bool = False) -> Path:
+    """Compile the kernels into the cache (unless already there) and return the library:
+    for the host's vector units if the compiler can, else with the portable flags."""
+    path = library_path()
+    if path.is_file() and not force:
+        return path
+    try:
+        compile_library(path, FLAGS + NATIVE)
+    except BuildError as native:
+        try:
+            compile_library(path, FLAGS)
+        except BuildError as portable:
+            raise BuildError(
+                f"cannot build the compiled engine's kernels: {native} | {portable}"
+            ) from None
+    return path
+
+
+def load(path: Path) -> ctypes.CDLL:
+    """A built library, loaded, with its functions' signatures set."""
+    lib = ctypes.CDLL(str(path))
     lib.pnn_abi.restype = ctypes.c_int64
     if lib.pnn_abi() != ABI:
-        raise BuildError(f"{lib._name}: kernels of another layout; rebuild with --force")
+        raise BuildError(f"{path}: kernels of another layout; rebuild with --force")
     pointer, int64 = ctypes.c_void_p, ctypes.c_int64
     lib.pnn_train.argtypes = [pointer, pointer]
     lib.pnn_train.restype = int64
@@ -115,3 +124,9 @@ def library() -> ctypes.CDLL:
     lib.pnn_scores.argtypes += [pointer, pointer]
     lib.pnn_scores.restype = int64
     return lib
+
+
+@functools.cache
+def library() -> ctypes.CDLL:
+    """The kernels of this process (built first if needed)."""
+    return load(build())

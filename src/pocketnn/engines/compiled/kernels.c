@@ -186,6 +186,41 @@ static inline void paired_sums(const int16_t *base, int64_t stride, const int32_
     *high = _mm512_permutex2var_epi32(lo, second, hi);
 }
 
+static inline __m256i madd256(__m256i acc, __m256i a, __m256i b)
+{
+#ifdef __AVX512VNNI__
+    return _mm256_dpwssd_epi32(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
+/* paired_sums for at most 16 columns (in 256-bit lanes: half the work of a 32-column tile). */
+static inline __m512i paired_sums16(const int16_t *base, int64_t stride, const int32_t *k,
+                                    const int32_t *v, int64_t t0, int64_t t1, __mmask16 mask)
+{
+    const __m512i order = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i lo = zero, hi = zero;
+    int64_t t = t0;
+    for (; t + 1 < t1; t += 2) {
+        const __m256i a = _mm256_maskz_loadu_epi16(mask, base + (int64_t)k[t] * stride);
+        const __m256i b = _mm256_maskz_loadu_epi16(mask, base + (int64_t)k[t + 1] * stride);
+        const uint32_t pair = (uint32_t)(uint16_t)v[t] | (uint32_t)(uint16_t)v[t + 1] << 16;
+        const __m256i vv = _mm256_set1_epi32((int32_t)pair);
+        lo = madd256(lo, _mm256_unpacklo_epi16(a, b), vv);
+        hi = madd256(hi, _mm256_unpackhi_epi16(a, b), vv);
+    }
+    if (t < t1) {
+        const __m256i a = _mm256_maskz_loadu_epi16(mask, base + (int64_t)k[t] * stride);
+        const __m256i vv = _mm256_set1_epi32((int32_t)(uint32_t)(uint16_t)v[t]);
+        lo = madd256(lo, _mm256_unpacklo_epi16(a, zero), vv);
+        hi = madd256(hi, _mm256_unpackhi_epi16(a, zero), vv);
+    }
+    return _mm512_permutex2var_epi32(_mm512_castsi256_si512(lo), order,
+                                     _mm512_castsi256_si512(hi));
+}
+
 /* z[j] += s[j] (int64) for the columns j of `mask`. */
 static inline void add_lanes(int64_t *z, __m512i s, __mmask16 mask)
 {
@@ -204,6 +239,12 @@ static void paired_forward(const int16_t *W, int64_t H, const int32_t *k, const 
         const int64_t width = j1 - j < 32 ? j1 - j : 32;
         const __mmask32 mask = width == 32 ? 0xFFFFFFFFu : (1u << width) - 1;
         for (int64_t t0 = 0; t0 < count; t0 += block) {
+            const int64_t t1 = t0 + block < count ? t0 + block : count;
+            if (width <= 16) {
+                add_lanes(z + j, paired_sums16(W + j, H, k, v, t0, t1, (__mmask16)mask),
+                          (__mmask16)mask);
+                continue;
+            }
             __m512i low, high;
             paired_sums(W + j, H, k, v, t0, t0 + block < count ? t0 + block : count, mask, &low,
                         &high);
@@ -285,6 +326,11 @@ static void paired_update(const int16_t *delta16, int64_t H16, const int32_t *sa
     for (int64_t j = j0; j < j1; j += 32) {
         const int64_t width = j1 - j < 32 ? j1 - j : 32;
         const __mmask32 mask = width == 32 ? 0xFFFFFFFFu : (1u << width) - 1;
+        if (width <= 16) {
+            descend_lanes(w + j, paired_sums16(delta16 + j, H16, sample, value, 0, count, 0xFFFF),
+                          (__mmask16)mask, lr, clamp, draws ? draws + j : NULL);
+            continue;
+        }
         __m512i low, high;
         paired_sums(delta16 + j, H16, sample, value, 0, count, 0xFFFFFFFFu, &low, &high);
         descend_lanes(w + j, low, (__mmask16)mask, lr, clamp, draws ? draws + j : NULL);
@@ -422,6 +468,18 @@ static int64_t compact_row(const void *x, int64_t code, int64_t n, int32_t *k, i
         }
         return c;
     }
+}
+
+/* The non-zero entries of an int64 row whose values fit int32 (the error e). */
+static int64_t compact_wide(const int64_t *a, int64_t n, int32_t *k, int32_t *v)
+{
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; i++) {
+        k[c] = (int32_t)i;
+        v[c] = (int32_t)a[i];
+        c += a[i] != 0;
+    }
+    return c;
 }
 
 /* The non-zero entries of a dense int32 row (a hidden layer's output). */
@@ -717,7 +775,7 @@ static void barrier_wait(barrier *b, int *local)
         return;
     }
     for (int spins = 0; atomic_load(&b->sense) != sense; spins++) {
-        if (spins < 4000)
+        if (spins < 200)
             relax();
         else
             sched_yield(); /* the other thread is not running: give it the core */
@@ -751,6 +809,8 @@ typedef struct {
     columns in[MAX_LAYERS]; /* each layer's input, column by column */
     int32_t *seen, *fill;   /* per input column: last step it was non-zero in; fill position */
     int32_t *yk, *yv;       /* a hidden layer's output row, non-zero entries */
+    int16_t *B16[MAX_LAYERS]; /* the feedback as int16, where it fits */
+    int64_t b_max[MAX_LAYERS];
     int64_t step_no;
 } trainer;
 
@@ -845,17 +905,17 @@ static void input_columns(trainer *tr)
 }
 
 /* max over columns j of sum_i |delta[i][j]|: with max|a| it bounds every gradient sum. */
-static int64_t column_mass(const int32_t *delta, int64_t n, int64_t H)
+static int64_t column_mass(const int32_t *delta, int64_t n, int64_t H, int64_t *scratch)
 {
     int64_t best = 0;
-    for (int64_t j = 0; j < H; j++) {
-        int64_t sum = 0;
-        for (int64_t i = 0; i < n; i++) {
+    for (int64_t j = 0; j < H; j++) scratch[j] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j < H; j++) {
             const int64_t d = delta[i * H + j];
-            sum += d < 0 ? -d : d;
+            scratch[j] += d < 0 ? -d : d;
         }
-        best = sum > best ? sum : best;
     }
+    for (int64_t j = 0; j < H; j++) best = scratch[j] > best ? scratch[j] : best;
     return best;
 }
 
@@ -915,7 +975,7 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
     }
     /* loss, correct count and the error e = y - target */
     const int32_t *out = tr->y[L - 1];
-    int64_t sum = 0, right = 0;
+    int64_t sum = 0, right = 0, e_max = 0;
     for (int64_t i = 0; i < n; i++) {
         const int64_t *target = run->targets + tr->idx[i] * C;
         int64_t *e = tr->e + i * C;
@@ -923,6 +983,7 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
         for (int64_t c = 0; c < C; c++) {
             e[c] = out[i * C + c] - target[c];
             sum += e[c] * e[c] / 2;
+            e_max = e[c] > e_max ? e[c] : -e[c] > e_max ? -e[c] : e_max;
             best = out[i * C + c] > out[i * C + best] ? (int)c : best;
         }
         goal = first_argmax(target, C);
@@ -937,7 +998,14 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
             int64_t *err = tr->err;
             const int32_t *B = net->B[l];
             memset(err, 0, sizeof(int64_t) * n * H);
+            /* int32 lanes where |e| * max|B| * n_classes fits (it then passes its check) */
+            const int narrow = tr->B16[l] && e_max <= 32767 && e_max * tr->b_max[l] * C <= I32_MAX;
             for (int64_t i = 0; i < n; i++) {
+                if (narrow) {
+                    const int64_t c = compact_wide(tr->e + i * C, C, tr->yk, tr->yv);
+                    sparse_times(tr->yk, tr->yv, c, C, tr->B16[l], 0, H, 0, H, err + i * H, 1);
+                    continue;
+                }
                 for (int64_t c = 0; c < C; c++) {
                     const int64_t ec = tr->e[i * C + c];
                     if (!ec) continue;
@@ -975,7 +1043,7 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
             columns_of_dense(tr->y[l - 1], n, K, &tr->in[l]);
             a_max = largest_magnitude(tr->y[l - 1], n * K);
         }
-        tr->exact[l] = a_max * column_mass(tr->delta[l], n, H) > I32_MAX;
+        tr->exact[l] = a_max * column_mass(tr->delta[l], n, H, tr->colsum[l]) > I32_MAX;
         if (tr->exact[l] && !tr->G[l]) {
             tr->G[l] = malloc(sizeof(int64_t) * K * H); /* rare: only when the bound fails */
             if (!tr->G[l]) return OUT_OF_MEMORY;
@@ -1117,7 +1185,7 @@ static int64_t block_of(int64_t a_max, int64_t clamp, int wide)
 
 #define ALLOC(ptr, count)                                                   \
     do {                                                                    \
-        (ptr) = calloc((size_t)(count) > 0 ? (size_t)(count) : 1, sizeof *(ptr)); \
+        (ptr) = calloc((count) > 0 ? (size_t)(count) : 1, sizeof *(ptr));  \
         if (!(ptr)) goto out_of_memory;                                     \
     } while (0)
 
@@ -1156,6 +1224,13 @@ int64_t pnn_train(const pnn_net *net, pnn_run *run)
         ALLOC(tr.in[l].value, batch * K);
     }
     ALLOC(tr.e, batch * net->n_classes);
+    for (int64_t l = 0; l + 1 < L; l++) { /* the feedback as int16 rows, where it fits */
+        const int64_t count = net->n_classes * net->dims[l + 1];
+        tr.b_max[l] = largest_magnitude(net->B[l], count);
+        if (tr.b_max[l] > 32767) continue;
+        ALLOC(tr.B16[l], count);
+        for (int64_t q = 0; q < count; q++) tr.B16[l][q] = (int16_t)net->B[l][q];
+    }
     ALLOC(tr.err, batch * widest);
     ALLOC(tr.seen, n_in);
     ALLOC(tr.fill, n_in);
@@ -1196,6 +1271,7 @@ out_of_memory:
         free(tr.delta16[l]);
         free(tr.colsum[l]);
         free(tr.G[l]);
+        free(tr.B16[l]);
         free(tr.in[l].rows);
         free(tr.in[l].start);
         free(tr.in[l].sample);
