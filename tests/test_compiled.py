@@ -300,3 +300,10 @@ def test_selecting_compiled_without_compiler_or_kernels_says_how(tmp_path, monke
     with pytest.raises(ImportError, match="needs a C compiler"):
         with configure(engine="compiled"):
             pass
+
+
+def test_the_thread_count_is_a_command_line_setting(capsys):
+    from pocketnn.cli import main
+
+    assert main(["--threads", "0", "info", "missing.npz"]) == 2
+    assert "threads must be an integer in [1, 8], got 0" in capsys.readouterr().err

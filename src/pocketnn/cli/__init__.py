@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``pocketnn`` command on ``argv`` (default: ``sys.argv[1:]``); the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        with configure(engine=args.engine, overflow=args.overflow):
+        with configure(engine=args.engine, overflow=args.overflow, threads=args.threads):
             return args.func(args)
     except (
         CLIError,

@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="raise",
         help="what an int32 overflow does: raise (default) or wrap like the reference",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads the compiled engine may use (default 1); the bits are the same for any",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a network on MNIST or Fashion-MNIST")

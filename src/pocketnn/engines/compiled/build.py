@@ -106,7 +106,8 @@ def build(force: bool = False) -> Path:
             compile_library(path, FLAGS)
         except BuildError as portable:
             raise BuildError(
-                f"cannot build the compiled engine's kernels: {native} | {portable}"
+                f"cannot build the compiled engine's kernels (choose another with --engine "
+                f"fused or blas): {native} | {portable}"
             ) from None
     return path
 
