@@ -26,10 +26,16 @@ from pocketnn.train.optimizer import IntegerSGD
 
 pytestmark = pytest.mark.gcc
 X86 = platform.machine() in ("x86_64", "AMD64")
+VARIANTS = [
+    ("avx512-no-vnni", ("-march=skylake-avx512",)),
+    ("avx2", ("-march=x86-64-v3",)),
+    ("sse2", ("-march=x86-64",)),
+]
+"""Other x86 builds of the kernels: each takes other code paths than this machine's."""
 FLOAT_MNEMONIC = re.compile(
     r"^(?:v?(?:add|sub|mul|div|min|max|sqrt|rcp14|rsqrt14|rcp|rsqrt|round|rndscale|cmp|comi|ucomi"
-    r"|hadd|hsub|dp|getexp|getmant|scalef|range|reduce|fixupimm|fpclass)(?:ps|pd|ss|sd|ph|sh)"
-    r"|v?f(?:n?m(?:add|sub)|maddsub|msubadd)\w*|v?cvt\w*|f[a-z0-9]*)$"
+    r"|hadd|hsub|dp|dpbf16|getexp|getmant|scalef|range|reduce|fixupimm|fpclass)"
+    r"(?:ps|pd|ss|sd|ph|sh)|v?f(?:n?m(?:add|sub)|maddsub|msubadd)\w*|v?cvt\w*|f[a-z0-9]*)$"
 )
 """x86 instructions that compute on floating-point values: SSE/AVX arithmetic, comparisons
 and conversions on ps/pd/ss/sd/ph/sh, FMA, and every x87 instruction (f...). Moves,
@@ -91,7 +97,7 @@ def test_the_kernels_contain_no_floating_point_instruction(tmp_path):
     )
     assert float_instructions(tmp_path / "f.so")  # the checker is not blind
     libraries = [build.build()]
-    for name, flags in (("avx2", ("-march=x86-64-v3",)), ("sse2", ("-march=x86-64",))):
+    for name, flags in VARIANTS:
         variant(tmp_path, name, flags)
         libraries.append(tmp_path / f"{name}.so")
     for lib in libraries:
@@ -99,10 +105,11 @@ def test_the_kernels_contain_no_floating_point_instruction(tmp_path):
 
 
 @pytest.mark.skipif(not X86, reason="x86 vector units")
-@pytest.mark.parametrize("flags", [("-march=x86-64-v3",), ("-march=x86-64",)], ids=["avx2", "sse2"])
+@pytest.mark.parametrize("flags", [flags for _, flags in VARIANTS], ids=[n for n, _ in VARIANTS])
 def test_every_vector_path_gives_the_same_bits(mnist, tmp_path, monkeypatch, flags):
-    """Built without AVX-512 (the paired int16 lanes), the generic vector code computes the
-    same integers, for both roundings and for signed input."""
+    """Built for other vector units (AVX-512 without VNNI: vpmaddwd instead of vpdpwssd;
+    without AVX-512: the generic vector code instead of the paired int16 lanes), the
+    kernels compute the same integers, for both roundings and for signed input."""
     x, y = mnist.train_images[:1200], mnist.train_labels[:1200]
     runs = {}
     for name in ("native", "variant"):

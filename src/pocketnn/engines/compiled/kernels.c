@@ -141,84 +141,91 @@ static inline int64_t get_w(const void *w, int wide, int64_t i)
 #include <immintrin.h>
 #define PAIRED_LANES 1
 
-static inline __m512i madd(__m512i acc, __m512i a, __m512i b)
+/*
+ * A sparse row (entries k, values v) ready for the paired lanes: the element offsets of its
+ * rows in a matrix of `stride` columns, and its values packed two by two as int16 halves
+ * (an odd count is padded with a zero value on a repeated row). Returns the pair count.
+ */
+static int64_t prepare_pairs(const int32_t *k, const int32_t *v, int64_t count, int64_t stride,
+                             int32_t *off, uint32_t *pairs)
 {
-#ifdef __AVX512VNNI__
-    return _mm512_dpwssd_epi32(acc, a, b);
-#else
-    return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
-#endif
+    for (int64_t t = 0; t < count; t++) off[t] = k[t] * (int32_t)stride;
+    if (count & 1) off[count] = off[count - 1];
+    for (int64_t p = 0; 2 * p < count; p++) {
+        const uint32_t high = 2 * p + 1 < count ? (uint32_t)(uint16_t)v[2 * p + 1] << 16 : 0;
+        pairs[p] = (uint32_t)(uint16_t)v[2 * p] | high;
+    }
+    return (count + 1) / 2;
 }
 
+/* acc + a.lo * b.lo + a.hi * b.hi in every 32-bit lane: one vpdpwssd where VNNI exists. */
+#ifdef __AVX512VNNI__
+#define MADD_FN(NAME, V, P) \
+    static inline V NAME(V acc, V a, V b) { return P##_dpwssd_epi32(acc, a, b); }
+#else
+#define MADD_FN(NAME, V, P) \
+    static inline V NAME(V acc, V a, V b) { return P##_add_epi32(acc, P##_madd_epi16(a, b)); }
+#endif
+MADD_FN(madd, __m512i, _mm512)
+MADD_FN(madd256, __m256i, _mm256)
+
+/* One pair of a prepared row into sums lo[q], hi[q] (vectors V, intrinsics prefix P). */
+#define PAIR_STEP(V, P, MADD, q, p)                                                          \
+    do {                                                                                     \
+        const V a = P##_maskz_loadu_epi16(mask, base + off[2 * (p)]);                        \
+        const V b = P##_maskz_loadu_epi16(mask, base + off[2 * (p) + 1]);                    \
+        const V vv = P##_set1_epi32((int32_t)pairs[p]);                                      \
+        lo[q] = MADD(lo[q], P##_unpacklo_epi16(a, b), vv);                                   \
+        hi[q] = MADD(hi[q], P##_unpackhi_epi16(a, b), vv);                                   \
+    } while (0)
+
+/* The pairs [p0, p1) into lo[0], hi[0]: four independent sums (each a partial sum of the
+ * terms, so the caller's bound holds for each), so the multiply-adds of consecutive pairs
+ * do not wait for each other. */
+#define PAIRED_LOOP(V, P, MADD)                                                              \
+    V lo[4], hi[4];                                                                          \
+    for (int q = 0; q < 4; q++) lo[q] = hi[q] = (V){0};                                      \
+    int64_t p = p0;                                                                          \
+    for (; p + 3 < p1; p += 4) {                                                             \
+        PAIR_STEP(V, P, MADD, 0, p);                                                         \
+        PAIR_STEP(V, P, MADD, 1, p + 1);                                                     \
+        PAIR_STEP(V, P, MADD, 2, p + 2);                                                     \
+        PAIR_STEP(V, P, MADD, 3, p + 3);                                                     \
+    }                                                                                        \
+    for (; p < p1; p++) PAIR_STEP(V, P, MADD, 0, p);                                         \
+    lo[0] = P##_add_epi32(P##_add_epi32(lo[0], lo[1]), P##_add_epi32(lo[2], lo[3]));         \
+    hi[0] = P##_add_epi32(P##_add_epi32(hi[0], hi[1]), P##_add_epi32(hi[2], hi[3]))
+
 /*
- * sum_t v[t] * R[k[t]][j] for t in [t0, t1), j < 32 (columns outside `mask` are zero), R
- * int16 rows of `stride` from base, v within int16: two terms per 32-bit lane and
+ * sum_t v[t] * R[k[t]][j] over the pairs [p0, p1) of a prepared row (prepare_pairs: the
+ * element offsets of its rows R[k[t]] from base, and its values two by two), for j < 32
+ * (columns outside `mask` are zero), v within int16: two terms per 32-bit lane and
  * instruction (vpmaddwd / vpdpwssd, whose pair sums stay below 2**31 as no two factors
  * are both -32768: weights are clamped to +-32767, and deltas are used here only when
  * |delta| <= 32767). The caller proves that int32 lanes hold the sum. Columns 0-15 go to
  * *low, 16-31 to *high.
  */
-static inline void paired_sums(const int16_t *base, int64_t stride, const int32_t *k,
-                               const int32_t *v, int64_t t0, int64_t t1, __mmask32 mask,
-                               __m512i *low, __m512i *high)
+static inline void paired_sums(const int16_t *base, const int32_t *off, const uint32_t *pairs,
+                               int64_t p0, int64_t p1, __mmask32 mask, __m512i *low,
+                               __m512i *high)
 {
     const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
     const __m512i second =
         _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-    __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-    int64_t t = t0;
-    for (; t + 1 < t1; t += 2) {
-        const __m512i a = _mm512_maskz_loadu_epi16(mask, base + (int64_t)k[t] * stride);
-        const __m512i b = _mm512_maskz_loadu_epi16(mask, base + (int64_t)k[t + 1] * stride);
-        const uint32_t pair = (uint32_t)(uint16_t)v[t] | (uint32_t)(uint16_t)v[t + 1] << 16;
-        const __m512i vv = _mm512_set1_epi32((int32_t)pair);
-        lo = madd(lo, _mm512_unpacklo_epi16(a, b), vv);
-        hi = madd(hi, _mm512_unpackhi_epi16(a, b), vv);
-    }
-    if (t < t1) {
-        const __m512i a = _mm512_maskz_loadu_epi16(mask, base + (int64_t)k[t] * stride);
-        const __m512i zero = _mm512_setzero_si512();
-        const __m512i vv = _mm512_set1_epi32((int32_t)(uint32_t)(uint16_t)v[t]);
-        lo = madd(lo, _mm512_unpacklo_epi16(a, zero), vv);
-        hi = madd(hi, _mm512_unpackhi_epi16(a, zero), vv);
-    }
-    *low = _mm512_permutex2var_epi32(lo, first, hi);
-    *high = _mm512_permutex2var_epi32(lo, second, hi);
-}
-
-static inline __m256i madd256(__m256i acc, __m256i a, __m256i b)
-{
-#ifdef __AVX512VNNI__
-    return _mm256_dpwssd_epi32(acc, a, b);
-#else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
-#endif
+    PAIRED_LOOP(__m512i, _mm512, madd);
+    *low = _mm512_permutex2var_epi32(lo[0], first, hi[0]);
+    *high = _mm512_permutex2var_epi32(lo[0], second, hi[0]);
 }
 
 /* paired_sums for at most 16 columns (in 256-bit lanes: half the work of a 32-column tile). */
-static inline __m512i paired_sums16(const int16_t *base, int64_t stride, const int32_t *k,
-                                    const int32_t *v, int64_t t0, int64_t t1, __mmask16 mask)
+static inline __m512i paired_sums16(const int16_t *base, const int32_t *off,
+                                    const uint32_t *pairs, int64_t p0, int64_t p1,
+                                    __mmask16 mask)
 {
     const __m512i order = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-    const __m256i zero = _mm256_setzero_si256();
-    __m256i lo = zero, hi = zero;
-    int64_t t = t0;
-    for (; t + 1 < t1; t += 2) {
-        const __m256i a = _mm256_maskz_loadu_epi16(mask, base + (int64_t)k[t] * stride);
-        const __m256i b = _mm256_maskz_loadu_epi16(mask, base + (int64_t)k[t + 1] * stride);
-        const uint32_t pair = (uint32_t)(uint16_t)v[t] | (uint32_t)(uint16_t)v[t + 1] << 16;
-        const __m256i vv = _mm256_set1_epi32((int32_t)pair);
-        lo = madd256(lo, _mm256_unpacklo_epi16(a, b), vv);
-        hi = madd256(hi, _mm256_unpackhi_epi16(a, b), vv);
-    }
-    if (t < t1) {
-        const __m256i a = _mm256_maskz_loadu_epi16(mask, base + (int64_t)k[t] * stride);
-        const __m256i vv = _mm256_set1_epi32((int32_t)(uint32_t)(uint16_t)v[t]);
-        lo = madd256(lo, _mm256_unpacklo_epi16(a, zero), vv);
-        hi = madd256(hi, _mm256_unpackhi_epi16(a, zero), vv);
-    }
-    return _mm512_permutex2var_epi32(_mm512_castsi256_si512(lo), order,
-                                     _mm512_castsi256_si512(hi));
+    PAIRED_LOOP(__m256i, _mm256, madd256);
+    return _mm512_permutex2var_epi32(_mm512_castsi256_si512(lo[0]), order,
+                                     _mm512_castsi256_si512(hi[0]));
 }
 
 /* z[j] += s[j] (int64) for the columns j of `mask`. */
@@ -231,23 +238,24 @@ static inline void add_lanes(int64_t *z, __m512i s, __mmask16 mask)
     _mm512_mask_storeu_epi64(z + 8, mb, _mm512_add_epi64(_mm512_maskz_loadu_epi64(mb, z + 8), b));
 }
 
-/* The forward product of sparse_times for int16 weights and int16-range inputs. */
-static void paired_forward(const int16_t *W, int64_t H, const int32_t *k, const int32_t *v,
-                           int64_t count, int64_t block, int64_t j0, int64_t j1, int64_t *z)
+/* The forward product of sparse_times for int16 weights and int16-range inputs, from a
+ * prepared row of n_pairs pairs, at most block_pairs pairs summed per int32 lane. */
+static void paired_forward(const int16_t *W, const int32_t *off, const uint32_t *pairs,
+                           int64_t n_pairs, int64_t block_pairs, int64_t j0, int64_t j1,
+                           int64_t *z)
 {
     for (int64_t j = j0; j < j1; j += 32) {
         const int64_t width = j1 - j < 32 ? j1 - j : 32;
         const __mmask32 mask = width == 32 ? 0xFFFFFFFFu : (1u << width) - 1;
-        for (int64_t t0 = 0; t0 < count; t0 += block) {
-            const int64_t t1 = t0 + block < count ? t0 + block : count;
+        for (int64_t p0 = 0; p0 < n_pairs; p0 += block_pairs) {
+            const int64_t p1 = p0 + block_pairs < n_pairs ? p0 + block_pairs : n_pairs;
             if (width <= 16) {
-                add_lanes(z + j, paired_sums16(W + j, H, k, v, t0, t1, (__mmask16)mask),
+                add_lanes(z + j, paired_sums16(W + j, off, pairs, p0, p1, (__mmask16)mask),
                           (__mmask16)mask);
                 continue;
             }
             __m512i low, high;
-            paired_sums(W + j, H, k, v, t0, t0 + block < count ? t0 + block : count, mask, &low,
-                        &high);
+            paired_sums(W + j, off, pairs, p0, p1, mask, &low, &high);
             add_lanes(z + j, low, (__mmask16)mask);
             add_lanes(z + j + 16, high, (__mmask16)(mask >> 16));
         }
@@ -318,21 +326,22 @@ static inline void descend_lanes(int16_t *p, __m512i g, __mmask16 mask, divisor 
     _mm256_mask_storeu_epi16(p, mask, _mm512_cvtepi32_epi16(v));
 }
 
-/* update_rows' paired path: a row's gradient from int16 deltas, then its descent. */
-static void paired_update(const int16_t *delta16, int64_t H16, const int32_t *sample,
-                          const int32_t *value, int64_t count, int16_t *w, int64_t j0,
-                          int64_t j1, divisor lr, int32_t clamp, const int32_t *draws)
+/* update_rows' paired path: a row's gradient from int16 deltas (a prepared row of the
+ * samples' delta rows), then its descent. */
+static void paired_update(const int16_t *delta16, const int32_t *off, const uint32_t *pairs,
+                          int64_t n_pairs, int16_t *w, int64_t j0, int64_t j1, divisor lr,
+                          int32_t clamp, const int32_t *draws)
 {
     for (int64_t j = j0; j < j1; j += 32) {
         const int64_t width = j1 - j < 32 ? j1 - j : 32;
         const __mmask32 mask = width == 32 ? 0xFFFFFFFFu : (1u << width) - 1;
         if (width <= 16) {
-            descend_lanes(w + j, paired_sums16(delta16 + j, H16, sample, value, 0, count, 0xFFFF),
+            descend_lanes(w + j, paired_sums16(delta16 + j, off, pairs, 0, n_pairs, 0xFFFF),
                           (__mmask16)mask, lr, clamp, draws ? draws + j : NULL);
             continue;
         }
         __m512i low, high;
-        paired_sums(delta16 + j, H16, sample, value, 0, count, 0xFFFFFFFFu, &low, &high);
+        paired_sums(delta16 + j, off, pairs, 0, n_pairs, 0xFFFFFFFFu, &low, &high);
         descend_lanes(w + j, low, (__mmask16)mask, lr, clamp, draws ? draws + j : NULL);
         if (width > 16)
             descend_lanes(w + j + 16, high, (__mmask16)(mask >> 16), lr, clamp,
@@ -357,16 +366,19 @@ static inline void add_tile(int64_t *z, int64_t from, int64_t skip, v16i acc)
  */
 static void sparse_times(const int32_t *k, const int32_t *v, int64_t count, int64_t block,
                          const void *W, int wide, int64_t H, int64_t j0, int64_t j1, int64_t *z,
-                         int small_v)
+                         int small_v, int32_t *off, uint32_t *pairs)
 {
     int64_t j = j0;
 #ifdef PAIRED_LANES
-    if (!wide && block > 0 && small_v) {
-        paired_forward(W, H, k, v, count, block, j0, j1, z);
+    if (!wide && block > 1 && small_v && off) { /* scratch for the prepared row given */
+        const int64_t n_pairs = prepare_pairs(k, v, count, H, off, pairs);
+        paired_forward(W, off, pairs, n_pairs, block / 2, j0, j1, z);
         return;
     }
 #else
     (void)small_v;
+    (void)off;
+    (void)pairs;
 #endif
     if (!wide && block > 0 && j1 - j0 >= TILE) {
         const int16_t *w = W;
@@ -407,6 +419,39 @@ static void sparse_times(const int32_t *k, const int32_t *v, int64_t count, int6
             sum += (int64_t)v[t] * get_w(W, wide, (int64_t)k[t] * H + j);
         z[j] += sum;
     }
+}
+
+/*
+ * sparse_times for n sparse rows (row i's entries at k + offset[i], count[i] of them) into
+ * z rows of stride zs. With the paired lanes, tile by tile and then row by row, so each
+ * tile of W stays in the nearest cache while every row uses it.
+ */
+static void rows_times(const int32_t *k, const int32_t *v, const int64_t *offset,
+                       const int64_t *count, int64_t n, int64_t block, const void *W, int wide,
+                       int64_t H, int64_t j0, int64_t j1, int64_t *z, int64_t zs, int small_v,
+                       int32_t *off, uint32_t *pairs, int64_t *n_pairs)
+{
+#ifdef PAIRED_LANES
+    if (!wide && block > 1 && small_v) {
+        for (int64_t i = 0; i < n; i++)
+            n_pairs[i] = prepare_pairs(k + offset[i], v + offset[i], count[i], H, off + offset[i],
+                                       pairs + offset[i]);
+        for (int64_t j = j0; j < j1; j += 32) {
+            const int64_t end = j + 32 < j1 ? j + 32 : j1;
+            for (int64_t i = 0; i < n; i++)
+                paired_forward(W, off + offset[i], pairs + offset[i], n_pairs[i], block / 2, j,
+                               end, z + i * zs);
+        }
+        return;
+    }
+#else
+    (void)off;
+    (void)pairs;
+    (void)n_pairs;
+#endif
+    for (int64_t i = 0; i < n; i++)
+        sparse_times(k + offset[i], v + offset[i], count[i], block, W, wide, H, j0, j1,
+                     z + i * zs, small_v, NULL, NULL);
 }
 
 /* The non-zero entries of a row: indices into k, values into v; returns their count. */
@@ -647,11 +692,13 @@ static void descend16(int16_t *restrict p, const int32_t *restrict g, int64_t co
 static void update_rows(const columns *c, const int32_t *delta, const int16_t *delta16,
                         int64_t H16, const int64_t *G, void *W, int wide, int64_t H, int64_t j0,
                         int64_t j1, divisor lr, int64_t clamp, const int32_t *draws,
-                        int64_t draw_base, int dense_draw_rows)
+                        int64_t draw_base, int dense_draw_rows, int32_t *off, uint32_t *pairs)
 {
 #ifndef PAIRED_LANES
     (void)delta16;
     (void)H16;
+    (void)off;
+    (void)pairs;
 #endif
     int32_t g[4 * TILE];
     const int64_t size = wide ? 4 : 2;
@@ -682,8 +729,9 @@ static void update_rows(const columns *c, const int32_t *delta, const int16_t *d
         int64_t j = j0;
 #ifdef PAIRED_LANES
         if (delta16) {
-            paired_update(delta16, H16, c->sample + s0, c->value + s0, s1 - s0, w, j0, j1, lr,
-                          (int32_t)clamp, dr);
+            const int64_t n_pairs =
+                prepare_pairs(c->sample + s0, c->value + s0, s1 - s0, H16, off, pairs);
+            paired_update(delta16, off, pairs, n_pairs, w, j0, j1, lr, (int32_t)clamp, dr);
             continue;
         }
 #endif
@@ -788,6 +836,11 @@ typedef struct {
     int32_t *k, *v;  /* CSR of the batch input: non-zero columns and values per sample */
     int64_t *count;  /* per sample */
     int64_t *offset; /* per sample, into k / v */
+    int32_t *off;    /* the CSR prepared for the paired lanes (prepare_pairs), and room */
+    uint32_t *pairs; /* to prepare one update row */
+    int64_t *n_pairs;
+    int32_t *uoff;
+    uint32_t *upairs;
     int64_t lo, hi;  /* extremes of this thread's share of layer 1's pre-activation */
 } private_rows;
 
@@ -809,6 +862,8 @@ typedef struct {
     columns in[MAX_LAYERS]; /* each layer's input, column by column */
     int32_t *seen, *fill;   /* per input column: last step it was non-zero in; fill position */
     int32_t *yk, *yv;       /* a hidden layer's output row, non-zero entries */
+    int32_t *yoff;          /* ... prepared for the paired lanes */
+    uint32_t *ypairs;
     int16_t *B16[MAX_LAYERS]; /* the feedback as int16, where it fits */
     int64_t b_max[MAX_LAYERS];
     int64_t step_no;
@@ -842,8 +897,11 @@ static void first_layer(trainer *tr, int t, const int64_t *idx, int64_t n)
     for (int64_t i = 0; i < n; i++) {
         int64_t *z = tr->z[0] + i * H;
         for (int64_t j = j0; j < j1; j++) z[j] = get_w(net->b[0], (int)net->wide, j);
-        sparse_times(p->k + p->offset[i], p->v + p->offset[i], p->count[i], tr->block[0],
-                     net->W[0], (int)net->wide, H, j0, j1, z, run->x_code != X_U16);
+    }
+    rows_times(p->k, p->v, p->offset, p->count, n, tr->block[0], net->W[0], (int)net->wide, H,
+               j0, j1, tr->z[0], H, run->x_code != X_U16, p->off, p->pairs, p->n_pairs);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t *z = tr->z[0] + i * H;
         for (int64_t j = j0; j < j1; j++) {
             lo = z[j] < lo ? z[j] : lo;
             hi = z[j] > hi ? z[j] : hi;
@@ -964,7 +1022,8 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
             int64_t *z = tr->z[l] + i * H;
             const int64_t c = compact_dense(tr->y[l - 1] + i * K, K, k, v);
             for (int64_t j = 0; j < H; j++) z[j] = get_w(net->b[l], wide, j);
-            sparse_times(k, v, c, tr->block[l], net->W[l], wide, H, 0, H, z, 1);
+            sparse_times(k, v, c, tr->block[l], net->W[l], wide, H, 0, H, z, 1, tr->yoff,
+                         tr->ypairs);
         }
         extremes(tr->z[l], n * H, wrap, &lo, &hi);
         if (!wrap && outside(lo, hi)) {
@@ -1003,7 +1062,8 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
             for (int64_t i = 0; i < n; i++) {
                 if (narrow) {
                     const int64_t c = compact_wide(tr->e + i * C, C, tr->yk, tr->yv);
-                    sparse_times(tr->yk, tr->yv, c, C, tr->B16[l], 0, H, 0, H, err + i * H, 1);
+                    sparse_times(tr->yk, tr->yv, c, C, tr->B16[l], 0, H, 0, H, err + i * H, 1,
+                                 tr->yoff, tr->ypairs);
                     continue;
                 }
                 for (int64_t c = 0; c < C; c++) {
@@ -1098,7 +1158,8 @@ static void apply(trainer *tr, int t)
     if (j1 > j0) {
         update_rows(&tr->in[0], tr->delta[0], tr->small_delta[0] ? tr->delta16[0] : NULL,
                     tr->H16[0], tr->exact[0] ? tr->G[0] : NULL, net->W[0], wide, H, j0, j1, lr,
-                    net->clamp[0], draws, tr->draw_base[0], (int)tr->dense_rows);
+                    net->clamp[0], draws, tr->draw_base[0], (int)tr->dense_rows,
+                    tr->priv[t].uoff, tr->priv[t].upairs);
         const int64_t rows = tr->dense_rows ? net->dims[0] : tr->in[0].n_rows;
         descend((char *)net->b[0] + j0 * size, wide, tr->colsum[0] + j0, j1 - j0, lr,
                 net->clamp[0], draws ? draws + tr->draw_base[0] + rows * H + j0 : NULL);
@@ -1108,7 +1169,8 @@ static void apply(trainer *tr, int t)
         const int64_t Hl = net->dims[l + 1], K = net->dims[l];
         update_rows(&tr->in[l], tr->delta[l], tr->small_delta[l] ? tr->delta16[l] : NULL,
                     tr->H16[l], tr->exact[l] ? tr->G[l] : NULL, net->W[l], wide, Hl, 0, Hl, lr,
-                    net->clamp[l], draws, tr->draw_base[l], 1);
+                    net->clamp[l], draws, tr->draw_base[l], 1, tr->priv[0].uoff,
+                    tr->priv[0].upairs);
         descend(net->b[l], wide, tr->colsum[l], Hl, lr, net->clamp[l],
                 draws ? draws + tr->draw_base[l] + K * Hl : NULL);
     }
@@ -1236,11 +1298,18 @@ int64_t pnn_train(const pnn_net *net, pnn_run *run)
     ALLOC(tr.fill, n_in);
     ALLOC(tr.yk, widest + SLACK);
     ALLOC(tr.yv, widest + SLACK);
+    ALLOC(tr.yoff, widest + SLACK);
+    ALLOC(tr.ypairs, widest + SLACK);
     for (int64_t t = 0; t < tr.T; t++) {
         ALLOC(tr.priv[t].k, batch * n_in + SLACK);
         ALLOC(tr.priv[t].v, batch * n_in + SLACK);
         ALLOC(tr.priv[t].count, batch);
         ALLOC(tr.priv[t].offset, batch);
+        ALLOC(tr.priv[t].off, batch * n_in + SLACK);
+        ALLOC(tr.priv[t].pairs, batch * n_in + SLACK);
+        ALLOC(tr.priv[t].n_pairs, batch);
+        ALLOC(tr.priv[t].uoff, batch + SLACK);
+        ALLOC(tr.priv[t].upairs, batch + SLACK);
     }
     tr.bar.n = (int)tr.T;
     {
@@ -1283,11 +1352,18 @@ out_of_memory:
     free(tr.fill);
     free(tr.yk);
     free(tr.yv);
+    free(tr.yoff);
+    free(tr.ypairs);
     for (int64_t t = 0; t < MAX_THREADS; t++) {
         free(tr.priv[t].k);
         free(tr.priv[t].v);
         free(tr.priv[t].count);
         free(tr.priv[t].offset);
+        free(tr.priv[t].off);
+        free(tr.priv[t].pairs);
+        free(tr.priv[t].n_pairs);
+        free(tr.priv[t].uoff);
+        free(tr.priv[t].upairs);
     }
     return status;
 }
@@ -1303,45 +1379,60 @@ typedef struct {
     int64_t failed; /* a thread ran out of memory */
 } scorer;
 
+#define GROUP 16 /* test-pass rows that share each tile of W while it is in cache */
+
 static void score_rows(scorer *sc, int64_t t)
 {
     const pnn_net *net = sc->net;
     const int64_t L = net->n_layers, C = net->n_classes;
     const int wide = (int)net->wide, wrap = (int)net->wrap;
     const int64_t r0 = sc->n * t / sc->T, r1 = sc->n * (t + 1) / sc->T;
-    int64_t widest = 0, block[MAX_LAYERS];
+    int64_t widest = 0, block[MAX_LAYERS], offset[GROUP], count[GROUP], n_pairs[GROUP];
     for (int64_t l = 0; l <= L; l++) widest = net->dims[l] > widest ? net->dims[l] : widest;
     block[0] = block_of(sc->x_max, net->clamp[0], wide);
     for (int64_t l = 1; l < L; l++) block[l] = block_of(127, net->clamp[l], wide);
-    int32_t *k = malloc(sizeof(int32_t) * (widest + SLACK));
-    int32_t *v = malloc(sizeof(int32_t) * (widest + SLACK));
-    int32_t *y = malloc(sizeof(int32_t) * widest), *gi = malloc(sizeof(int32_t) * widest);
-    int64_t *z = malloc(sizeof(int64_t) * widest);
-    if (!k || !v || !y || !gi || !z) {
+    const int64_t room = widest + SLACK;
+    int32_t *k = malloc(sizeof(int32_t) * GROUP * room);
+    int32_t *v = malloc(sizeof(int32_t) * GROUP * room);
+    int32_t *y = malloc(sizeof(int32_t) * GROUP * widest);
+    int32_t *gi = malloc(sizeof(int32_t) * GROUP * widest);
+    int64_t *z = malloc(sizeof(int64_t) * GROUP * widest);
+    int32_t *off = malloc(sizeof(int32_t) * GROUP * room);
+    uint32_t *pairs = malloc(sizeof(uint32_t) * GROUP * room);
+    if (!k || !v || !y || !gi || !z || !off || !pairs) {
         sc->failed = 1;
         goto done;
     }
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t *stats = sc->stats + ((t * sc->n_chunks + r / sc->chunk) * L) * 2;
-        const char *row = (const char *)sc->x + r * sc->x_stride * x_size(sc->x_code);
-        int64_t count = compact_row(row, sc->x_code, net->dims[0], k, v);
+    for (int64_t g = r0; g < r1; g += GROUP) {
+        const int64_t n = r1 - g < GROUP ? r1 - g : GROUP;
         for (int64_t l = 0; l < L; l++) {
             const int64_t H = net->dims[l + 1];
-            if (l > 0) count = compact_dense(y, net->dims[l], k, v);
-            for (int64_t j = 0; j < H; j++) z[j] = get_w(net->b[l], wide, j);
-            sparse_times(k, v, count, block[l], net->W[l], wide, H, 0, H, z,
-                         l > 0 || sc->x_code != X_U16);
-            int64_t lo = stats[2 * l], hi = stats[2 * l + 1];
-            for (int64_t j = 0; j < H; j++) {
-                lo = z[j] < lo ? z[j] : lo;
-                hi = z[j] > hi ? z[j] : hi;
-                if (wrap) z[j] = wrap32(z[j]);
+            for (int64_t i = 0; i < n; i++) {
+                const char *row = (const char *)sc->x + (g + i) * sc->x_stride * x_size(sc->x_code);
+                offset[i] = i * room;
+                count[i] = l == 0 ? compact_row(row, sc->x_code, net->dims[0], k + i * room, v + i * room)
+                                  : compact_dense(y + i * widest, net->dims[l], k + i * room, v + i * room);
+                for (int64_t j = 0; j < H; j++) z[i * widest + j] = get_w(net->b[l], wide, j);
             }
-            stats[2 * l] = lo;
-            stats[2 * l + 1] = hi;
-            activate(net, (int)l, z, y, gi, H);
+            rows_times(k, v, offset, count, n, block[l], net->W[l], wide, H, 0, H, z, widest,
+                       l > 0 || sc->x_code != X_U16, off, pairs, n_pairs);
+            for (int64_t i = 0; i < n; i++) {
+                int64_t *zi = z + i * widest;
+                int64_t *stats = sc->stats + ((t * sc->n_chunks + (g + i) / sc->chunk) * L) * 2;
+                int64_t lo = stats[2 * l], hi = stats[2 * l + 1];
+                for (int64_t j = 0; j < H; j++) {
+                    lo = zi[j] < lo ? zi[j] : lo;
+                    hi = zi[j] > hi ? zi[j] : hi;
+                    if (wrap) zi[j] = wrap32(zi[j]);
+                }
+                stats[2 * l] = lo;
+                stats[2 * l + 1] = hi;
+                activate(net, (int)l, zi, y + i * widest, gi + i * widest, H);
+            }
         }
-        for (int64_t c = 0; c < C; c++) sc->out[r * C + c] = y[c];
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t c = 0; c < C; c++) sc->out[(g + i) * C + c] = y[i * widest + c];
+        }
     }
 done:
     free(k);
@@ -1349,6 +1440,8 @@ done:
     free(y);
     free(gi);
     free(z);
+    free(off);
+    free(pairs);
 }
 
 static void *score_thread(void *arg)
