@@ -11,9 +11,11 @@ int64 elsewhere. Divisions by constants multiply by Granlund-Montgomery magic nu
 No floating-point instruction is compiled in (``tests/test_compiled.py`` disassembles the
 library to check).
 
-Threads (``configure(threads=2)``) split a step's first layer by columns (forward and
-update) and a test pass by rows; every value is computed by the same instructions
-whatever the thread count, so the bits never depend on it.
+Threads (``configure(threads=2)``) share each step's first layer in tasks of column
+blocks (forward, then update; the later layers' update is one more task) that any thread
+claims, so a thread the machine does not run holds up only a task it has claimed; a test
+pass is split by rows. Every value is computed by the same instructions whatever the
+thread count, so the bits never depend on it.
 
 What the kernels do not cover (other rules, layers or activations, weight decay, other
 input dtypes, bounds beyond int64) runs the layered step with integer products, with the

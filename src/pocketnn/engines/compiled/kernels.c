@@ -800,11 +800,6 @@ static void columns_of_dense(const int32_t *a, int64_t n, int64_t K, columns *c)
 
 /* ------------------------------------------------------------------ threads */
 
-typedef struct {
-    atomic_int count, sense;
-    int n;
-} barrier;
-
 static inline void relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -812,49 +807,62 @@ static inline void relax(void)
 #endif
 }
 
-static void barrier_wait(barrier *b, int *local)
+/* Wait politely: spin briefly, then give the core away (the cores may be shared). */
+static inline void pause_or_yield(int *spins)
 {
-    const int sense = !*local;
-    *local = sense;
-    if (b->n == 1) return;
-    if (atomic_fetch_add(&b->count, 1) == b->n - 1) {
-        atomic_store(&b->count, 0);
-        atomic_store(&b->sense, sense);
-        return;
+    if (++*spins < 200)
+        relax();
+    else
+        sched_yield();
+}
+
+/*
+ * Work sharing within a training call. Thread 0 runs the steps and opens a phase of tasks
+ * twice a step (layer 1 forward, then the updates); every thread, thread 0 too, claims the
+ * phase's tasks one by one until none is left. A thread that is not running (the cores are
+ * shared with other jobs) delays only a task it has already claimed; thread 0 never waits
+ * for a helper to start. Tasks write disjoint data, and each value is computed by the same
+ * instructions whoever runs it: the bits do not depend on the threads.
+ *
+ * The ticket packs the phase (high 32 bits; odd: forward, even: update), the phase's task
+ * count (bits 16-31) and the next unclaimed task (bits 0-15), so a claim is one CAS that
+ * fails for a phase that has ended.
+ */
+typedef struct {
+    _Atomic int64_t ticket;
+    atomic_int done, stop;
+} work;
+
+#define TICKET(phase, n, next) (((int64_t)(phase) << 32) | ((int64_t)(n) << 16) | (next))
+
+/* The next task of the ticket's phase, or -1 when it has none left (or has ended). */
+static int claim(work *w, int64_t phase)
+{
+    int64_t t = atomic_load(&w->ticket);
+    while ((t >> 32) == phase && (t & 0xFFFF) < ((t >> 16) & 0xFFFF)) {
+        if (atomic_compare_exchange_weak(&w->ticket, &t, t + 1)) return (int)(t & 0xFFFF);
     }
-    for (int spins = 0; atomic_load(&b->sense) != sense; spins++) {
-        if (spins < 200)
-            relax();
-        else
-            sched_yield(); /* the other thread is not running: give it the core */
-    }
+    return -1;
 }
 
 /* ------------------------------------------------------------------ training */
 
 typedef struct {
-    int32_t *k, *v;  /* CSR of the batch input: non-zero columns and values per sample */
-    int64_t *count;  /* per sample */
-    int64_t *offset; /* per sample, into k / v */
-    int32_t *off;    /* the CSR prepared for the paired lanes (prepare_pairs), and room */
-    uint32_t *pairs; /* to prepare one update row */
-    int64_t *n_pairs;
-    int32_t *uoff;
-    uint32_t *upairs;
-    int64_t lo, hi;  /* extremes of this thread's share of layer 1's pre-activation */
-} private_rows;
-
-typedef struct {
     const pnn_net *net;
     pnn_run *run;
-    int64_t T, max_batch, block[MAX_LAYERS];
-    int64_t split[MAX_THREADS + 1]; /* layer-1 columns of each thread */
-    barrier bar;
-    atomic_int gate; /* 0: wait, 1: run, 2: give up (a thread could not start) */
-    private_rows priv[MAX_THREADS];
-    /* per step, shared */
+    int64_t T, block[MAX_LAYERS];
+    int64_t width, n_forward, n_update; /* layer-1 columns per task; tasks per phase */
+    work work;
+    /* the batch's rows, non-zero entries (CSR), also prepared for the paired lanes */
+    int32_t *k, *v, *off;
+    uint32_t *pairs;
+    int64_t *count, *offset, *n_pairs;
+    int32_t *uoff[MAX_THREADS];     /* per thread: room to prepare one update row */
+    uint32_t *upairs[MAX_THREADS];
+    int64_t *task_lo, *task_hi;     /* extremes of each forward task's pre-activations */
+    /* per step */
     const int64_t *idx;
-    int64_t n, stop, exact[MAX_LAYERS], draw_base[MAX_LAYERS + 1], dense_rows;
+    int64_t n, exact[MAX_LAYERS], draw_base[MAX_LAYERS + 1], dense_rows;
     int64_t *z[MAX_LAYERS], *err, *e, *colsum[MAX_LAYERS], *G[MAX_LAYERS];
     int32_t *y[MAX_LAYERS], *gi[MAX_LAYERS], *delta[MAX_LAYERS];
     int16_t *delta16[MAX_LAYERS]; /* the deltas as int16 rows of H16[l] (zero padded) */
@@ -874,34 +882,46 @@ static const void *sample_row(const pnn_run *run, int64_t i)
     return (const char *)run->x + i * run->x_stride * x_size(run->x_code);
 }
 
-/* Phase 1, every thread: its share of layer 1's pre-activation, checked, and activated. */
-static void first_layer(trainer *tr, int t, const int64_t *idx, int64_t n)
+/* Thread 0, first in a step: the batch's rows as non-zero entries, prepared for the lanes. */
+static void batch_rows(trainer *tr)
+{
+    const pnn_run *run = tr->run;
+    const int64_t n_in = tr->net->dims[0], H = tr->net->dims[1];
+    int64_t pos = 0;
+    for (int64_t i = 0; i < tr->n; i++) {
+        tr->offset[i] = pos;
+        tr->count[i] = compact_row(sample_row(run, tr->idx[i]), run->x_code, n_in, tr->k + pos,
+                                   tr->v + pos);
+#ifdef PAIRED_LANES
+        tr->n_pairs[i] =
+            prepare_pairs(tr->k + pos, tr->v + pos, tr->count[i], H, tr->off + pos, tr->pairs + pos);
+#else
+        (void)H;
+#endif
+        pos += tr->count[i] + 1; /* room for the padding entry of an odd count */
+    }
+}
+
+/* Forward task: layer 1's pre-activation on a block of columns, checked, and activated. */
+static void forward_task(trainer *tr, int64_t task)
 {
     const pnn_net *net = tr->net;
     const pnn_run *run = tr->run;
-    private_rows *p = &tr->priv[t];
-    const int64_t n_in = net->dims[0], H = net->dims[1];
-    const int64_t j0 = tr->split[t], j1 = tr->split[t + 1];
-    int64_t lo = INT64_MAX, hi = INT64_MIN, pos = 0;
-    for (int64_t i = 0; i < n; i++) {
-        p->offset[i] = pos;
-        p->count[i] = compact_row(sample_row(run, idx[i]), run->x_code, n_in, p->k + pos,
-                                  p->v + pos);
-        pos += p->count[i];
-    }
-    if (j1 <= j0) {
-        p->lo = lo;
-        p->hi = hi;
-        return;
-    }
+    const int64_t H = net->dims[1], n = tr->n, j0 = task * tr->width;
+    const int64_t j1 = j0 + tr->width < H ? j0 + tr->width : H;
+    const int wide = (int)net->wide, small = run->x_code != X_U16;
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
     for (int64_t i = 0; i < n; i++) {
         int64_t *z = tr->z[0] + i * H;
-        for (int64_t j = j0; j < j1; j++) z[j] = get_w(net->b[0], (int)net->wide, j);
-    }
-    rows_times(p->k, p->v, p->offset, p->count, n, tr->block[0], net->W[0], (int)net->wide, H,
-               j0, j1, tr->z[0], H, run->x_code != X_U16, p->off, p->pairs, p->n_pairs);
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t *z = tr->z[0] + i * H;
+        for (int64_t j = j0; j < j1; j++) z[j] = get_w(net->b[0], wide, j);
+#ifdef PAIRED_LANES
+        if (!wide && tr->block[0] > 1 && small) {
+            paired_forward(net->W[0], tr->off + tr->offset[i], tr->pairs + tr->offset[i],
+                           tr->n_pairs[i], tr->block[0] / 2, j0, j1, z);
+        } else
+#endif
+            sparse_times(tr->k + tr->offset[i], tr->v + tr->offset[i], tr->count[i],
+                         tr->block[0], net->W[0], wide, H, j0, j1, z, small, NULL, NULL);
         for (int64_t j = j0; j < j1; j++) {
             lo = z[j] < lo ? z[j] : lo;
             hi = z[j] > hi ? z[j] : hi;
@@ -915,15 +935,15 @@ static void first_layer(trainer *tr, int t, const int64_t *idx, int64_t n)
         }
         activate(net, 0, z + j0, tr->y[0] + i * H + j0, tr->gi[0] + i * H + j0, j1 - j0);
     }
-    p->lo = lo;
-    p->hi = hi;
+    tr->task_lo[task] = lo;
+    tr->task_hi[task] = hi;
 }
 
-/* The CSC of the batch input, from thread 0's CSR: the rows of W1 the step changes. */
+/* A forward-phase task: the CSC of the batch input, the rows of W1 the step changes. */
 static void input_columns(trainer *tr)
 {
     const pnn_net *net = tr->net;
-    const private_rows *p = &tr->priv[0];
+    const trainer *p = tr;
     columns *c = &tr->in[0];
     const int64_t n_in = net->dims[0], n = tr->n;
     const int32_t mark = (int32_t)++tr->step_no;
@@ -1006,9 +1026,9 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
     const int64_t L = net->n_layers, C = net->n_classes, n = tr->n;
     const int wide = (int)net->wide, wrap = (int)net->wrap;
     int64_t lo = INT64_MAX, hi = INT64_MIN;
-    for (int64_t t = 0; t < tr->T; t++) {
-        lo = tr->priv[t].lo < lo ? tr->priv[t].lo : lo;
-        hi = tr->priv[t].hi > hi ? tr->priv[t].hi : hi;
+    for (int64_t t = 0; t < tr->n_forward - 1; t++) {
+        lo = tr->task_lo[t] < lo ? tr->task_lo[t] : lo;
+        hi = tr->task_hi[t] > hi ? tr->task_hi[t] : hi;
     }
     if (!wrap && outside(lo, hi)) {
         *worst = worst_of(lo, hi);
@@ -1091,8 +1111,7 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
         }
         /* the gradient a.T @ delta: proven within int32 by a bound, else computed exactly */
         int64_t a_max;
-        if (l == 0) {
-            input_columns(tr);
+        if (l == 0) { /* the input's CSC was built in the forward phase */
             a_max = 0;
             for (int64_t s = 0; s < tr->in[0].start[tr->in[0].n_rows]; s++) {
                 const int64_t v = tr->in[0].value[s] < 0 ? -(int64_t)tr->in[0].value[s]
@@ -1145,96 +1164,108 @@ static divisor lr_of(const pnn_run *run)
     return d;
 }
 
-/* Phase 3, every thread: its columns of W1 and b1; thread 0 also every later layer. */
-static void apply(trainer *tr, int t)
+/* Update task: W1 and b1 on a block of columns, or (the last task) every later layer. */
+static void update_task(trainer *tr, int64_t task, int t)
 {
     const pnn_net *net = tr->net;
     const pnn_run *run = tr->run;
     const int wide = (int)net->wide;
-    const int64_t H = net->dims[1], j0 = tr->split[t], j1 = tr->split[t + 1];
     const divisor lr = lr_of(run);
     const int32_t *draws = run->draws;
-    const int64_t size = wide ? 4 : 2;
-    if (j1 > j0) {
+    const int64_t size = wide ? 4 : 2, H = net->dims[1];
+    if (task < tr->n_update - 1) {
+        const int64_t j0 = task * tr->width, j1 = j0 + tr->width < H ? j0 + tr->width : H;
         update_rows(&tr->in[0], tr->delta[0], tr->small_delta[0] ? tr->delta16[0] : NULL,
                     tr->H16[0], tr->exact[0] ? tr->G[0] : NULL, net->W[0], wide, H, j0, j1, lr,
-                    net->clamp[0], draws, tr->draw_base[0], (int)tr->dense_rows,
-                    tr->priv[t].uoff, tr->priv[t].upairs);
+                    net->clamp[0], draws, tr->draw_base[0], (int)tr->dense_rows, tr->uoff[t],
+                    tr->upairs[t]);
         const int64_t rows = tr->dense_rows ? net->dims[0] : tr->in[0].n_rows;
         descend((char *)net->b[0] + j0 * size, wide, tr->colsum[0] + j0, j1 - j0, lr,
                 net->clamp[0], draws ? draws + tr->draw_base[0] + rows * H + j0 : NULL);
+        return;
     }
-    if (t != 0) return;
     for (int64_t l = 1; l < net->n_layers; l++) {
         const int64_t Hl = net->dims[l + 1], K = net->dims[l];
         update_rows(&tr->in[l], tr->delta[l], tr->small_delta[l] ? tr->delta16[l] : NULL,
                     tr->H16[l], tr->exact[l] ? tr->G[l] : NULL, net->W[l], wide, Hl, 0, Hl, lr,
-                    net->clamp[l], draws, tr->draw_base[l], 1, tr->priv[0].uoff,
-                    tr->priv[0].upairs);
+                    net->clamp[l], draws, tr->draw_base[l], 1, tr->uoff[t], tr->upairs[t]);
         descend(net->b[l], wide, tr->colsum[l], Hl, lr, net->clamp[l],
                 draws ? draws + tr->draw_base[l] + K * Hl : NULL);
     }
 }
 
-static void run_steps(trainer *tr, int t)
+/* Run the tasks of a phase that thread t can claim. */
+static void work_on(trainer *tr, int64_t phase, int t)
 {
-    pnn_run *run = tr->run;
-    int sense = 0;
-    for (int64_t s = 0; s * run->batch < run->n; s++) {
-        const int64_t *idx = run->order + s * run->batch;
-        const int64_t n = run->n - s * run->batch < run->batch ? run->n - s * run->batch : run->batch;
-        if (t == 0) {
-            tr->idx = idx;
-            tr->n = n;
+    for (int task; (task = claim(&tr->work, phase)) >= 0; atomic_fetch_add(&tr->work.done, 1)) {
+        if (phase & 1) {
+            if (task < tr->n_forward - 1)
+                forward_task(tr, task);
+            else
+                input_columns(tr);
+        } else {
+            update_task(tr, task, t);
         }
-        first_layer(tr, t, idx, n);
-        barrier_wait(&tr->bar, &sense); /* layer 1 is complete */
-        if (t == 0) {
-            int64_t loss = 0, correct = 0, worst = 0;
-            const int64_t site = middle(tr, &loss, &correct, &worst);
-            if (site != OK) {
-                run->site = site;
-                run->worst = worst;
-                tr->stop = 1;
-            } else {
-                run->loss += loss;
-                run->correct += correct;
-                run->steps = s + 1;
-                if (run->draws) run->draws_used = tr->draw_base[tr->net->n_layers];
-            }
-        }
-        barrier_wait(&tr->bar, &sense); /* every check of the step is done */
-        if (tr->stop) return;
-        apply(tr, t);
     }
 }
 
-static void *train_thread(void *arg);
+/* Thread 0: open a phase, work on it, and wait until every claimed task is finished. */
+static void run_phase(trainer *tr, int64_t *phase, int64_t n_tasks)
+{
+    atomic_store(&tr->work.done, 0);
+    ++*phase;
+    atomic_store(&tr->work.ticket, TICKET(*phase, n_tasks, 0));
+    work_on(tr, *phase, 0);
+    for (int spins = 0; atomic_load(&tr->work.done) < n_tasks;) pause_or_yield(&spins);
+}
+
+static void run_steps(trainer *tr)
+{
+    pnn_run *run = tr->run;
+    int64_t phase = 0;
+    for (int64_t s = 0; s * run->batch < run->n; s++) {
+        tr->idx = run->order + s * run->batch;
+        tr->n = run->n - s * run->batch < run->batch ? run->n - s * run->batch : run->batch;
+        batch_rows(tr);
+        run_phase(tr, &phase, tr->n_forward);
+        int64_t loss = 0, correct = 0, worst = 0;
+        const int64_t site = middle(tr, &loss, &correct, &worst);
+        if (site != OK) {
+            run->site = site;
+            run->worst = worst;
+            return;
+        }
+        run_phase(tr, &phase, tr->n_update);
+        run->loss += loss;
+        run->correct += correct;
+        run->steps = s + 1;
+        if (run->draws) run->draws_used = tr->draw_base[tr->net->n_layers];
+    }
+}
 
 typedef struct {
     trainer *tr;
     int t;
-} thread_arg;
+} helper_arg;
 
-static void *train_thread(void *arg)
+/* A helper thread: claim tasks of every phase thread 0 opens, until it stops. */
+static void *helper(void *arg)
 {
-    const thread_arg *a = arg;
-    int gate;
-    while (!(gate = atomic_load(&a->tr->gate))) sched_yield();
-    if (gate == 1) run_steps(a->tr, a->t);
-    return NULL;
-}
-
-/* Columns [split[t], split[t+1]) of a width-H layer for thread t: multiples of a tile. */
-static int64_t share_columns(int64_t H, int64_t T, int64_t *split)
-{
-    const int64_t tiles = (H + TILE - 1) / TILE;
-    if (T > tiles) T = tiles > 0 ? tiles : 1;
-    for (int64_t t = 0; t <= T; t++) {
-        const int64_t end = tiles * t / T * TILE;
-        split[t] = end < H ? end : H;
+    const helper_arg *a = arg;
+    trainer *tr = a->tr;
+    int64_t seen = 0;
+    int spins = 0;
+    while (!atomic_load(&tr->work.stop)) {
+        const int64_t phase = atomic_load(&tr->work.ticket) >> 32;
+        if (phase == seen) {
+            pause_or_yield(&spins);
+            continue;
+        }
+        spins = 0;
+        work_on(tr, phase, a->t);
+        seen = phase;
     }
-    return T;
+    return NULL;
 }
 
 /* How many terms of |a| <= a_max times int16 weights of |W| <= clamp an int32 lane may
@@ -1268,7 +1299,11 @@ int64_t pnn_train(const pnn_net *net, pnn_run *run)
     for (int64_t l = 0; l <= L; l++) widest = net->dims[l] > widest ? net->dims[l] : widest;
     run->loss = run->correct = run->steps = run->worst = run->draws_used = 0;
     run->site = OK;
-    tr.T = share_columns(net->dims[1], run->threads < 1 ? 1 : run->threads > MAX_THREADS ? MAX_THREADS : run->threads, tr.split);
+    tr.T = run->threads < 1 ? 1 : run->threads > MAX_THREADS ? MAX_THREADS : run->threads;
+    /* layer 1 in tasks of whole 32-column tiles, at most 64 of them */
+    tr.width = (net->dims[1] + 63) / 64;
+    tr.width = tr.width < 32 ? 32 : (tr.width + 31) / 32 * 32;
+    tr.n_forward = tr.n_update = (net->dims[1] + tr.width - 1) / tr.width + 1;
     tr.block[0] = block_of(run->x_max, net->clamp[0], (int)net->wide);
     for (int64_t l = 1; l < L; l++) tr.block[l] = block_of(127, net->clamp[l], (int)net->wide);
     for (int64_t l = 0; l < L; l++) {
@@ -1300,35 +1335,31 @@ int64_t pnn_train(const pnn_net *net, pnn_run *run)
     ALLOC(tr.yv, widest + SLACK);
     ALLOC(tr.yoff, widest + SLACK);
     ALLOC(tr.ypairs, widest + SLACK);
+    ALLOC(tr.k, batch * (n_in + 1) + SLACK);
+    ALLOC(tr.v, batch * (n_in + 1) + SLACK);
+    ALLOC(tr.off, batch * (n_in + 1) + SLACK);
+    ALLOC(tr.pairs, batch * (n_in + 1) + SLACK);
+    ALLOC(tr.count, batch);
+    ALLOC(tr.offset, batch);
+    ALLOC(tr.n_pairs, batch);
+    ALLOC(tr.task_lo, tr.n_forward);
+    ALLOC(tr.task_hi, tr.n_forward);
     for (int64_t t = 0; t < tr.T; t++) {
-        ALLOC(tr.priv[t].k, batch * n_in + SLACK);
-        ALLOC(tr.priv[t].v, batch * n_in + SLACK);
-        ALLOC(tr.priv[t].count, batch);
-        ALLOC(tr.priv[t].offset, batch);
-        ALLOC(tr.priv[t].off, batch * n_in + SLACK);
-        ALLOC(tr.priv[t].pairs, batch * n_in + SLACK);
-        ALLOC(tr.priv[t].n_pairs, batch);
-        ALLOC(tr.priv[t].uoff, batch + SLACK);
-        ALLOC(tr.priv[t].upairs, batch + SLACK);
+        ALLOC(tr.uoff[t], batch + SLACK);
+        ALLOC(tr.upairs[t], batch + SLACK);
     }
-    tr.bar.n = (int)tr.T;
     {
         pthread_t threads[MAX_THREADS];
-        thread_arg args[MAX_THREADS];
-        int64_t started = 1;
+        helper_arg args[MAX_THREADS];
+        int64_t started = 1; /* a helper that cannot start is not needed: tasks wait for none */
         for (; started < tr.T; started++) {
             args[started].tr = &tr;
             args[started].t = (int)started;
-            if (pthread_create(&threads[started], NULL, train_thread, &args[started])) break;
+            if (pthread_create(&threads[started], NULL, helper, &args[started])) break;
         }
-        atomic_store(&tr.gate, started == tr.T ? 1 : 2);
-        if (started == tr.T) run_steps(&tr, 0);
+        run_steps(&tr);
+        atomic_store(&tr.work.stop, 1);
         for (int64_t t = 1; t < started; t++) pthread_join(threads[t], NULL);
-        if (started != tr.T) { /* no thread to share with: run alone */
-            tr.T = share_columns(net->dims[1], 1, tr.split);
-            tr.bar.n = 1;
-            run_steps(&tr, 0);
-        }
         status = run->site == OK ? 0 : run->site == OUT_OF_MEMORY ? -1 : 1;
     }
 out_of_memory:
@@ -1354,16 +1385,18 @@ out_of_memory:
     free(tr.yv);
     free(tr.yoff);
     free(tr.ypairs);
+    free(tr.k);
+    free(tr.v);
+    free(tr.off);
+    free(tr.pairs);
+    free(tr.count);
+    free(tr.offset);
+    free(tr.n_pairs);
+    free(tr.task_lo);
+    free(tr.task_hi);
     for (int64_t t = 0; t < MAX_THREADS; t++) {
-        free(tr.priv[t].k);
-        free(tr.priv[t].v);
-        free(tr.priv[t].count);
-        free(tr.priv[t].offset);
-        free(tr.priv[t].off);
-        free(tr.priv[t].pairs);
-        free(tr.priv[t].n_pairs);
-        free(tr.priv[t].uoff);
-        free(tr.priv[t].upairs);
+        free(tr.uoff[t]);
+        free(tr.upairs[t]);
     }
     return status;
 }
