@@ -147,13 +147,24 @@ static inline int64_t get_w(const void *w, int wide, int64_t i)
  * (an odd count is padded with a zero value on a repeated row). Returns the pair count.
  */
 static int64_t prepare_pairs(const int32_t *k, const int32_t *v, int64_t count, int64_t stride,
-                             int32_t *off, uint32_t *pairs)
+                             int32_t *off, int16_t *pairs)
 {
-    for (int64_t t = 0; t < count; t++) off[t] = k[t] * (int32_t)stride;
-    if (count & 1) off[count] = off[count - 1];
-    for (int64_t p = 0; 2 * p < count; p++) {
-        const uint32_t high = 2 * p + 1 < count ? (uint32_t)(uint16_t)v[2 * p + 1] << 16 : 0;
-        pairs[p] = (uint32_t)(uint16_t)v[2 * p] | high;
+    const __m512i step = _mm512_set1_epi32((int32_t)stride);
+    int64_t t = 0;
+    /* 16 entries at a time: offsets by one multiply, values narrowed to int16 (they fit):
+     * as 32-bit words, consecutive int16 values are exactly the packed pairs */
+    for (; t + 16 <= count; t += 16) {
+        _mm512_storeu_si512(off + t, _mm512_mullo_epi32(_mm512_loadu_si512(k + t), step));
+        _mm256_storeu_si256((__m256i *)(pairs + t),
+                            _mm512_cvtepi32_epi16(_mm512_loadu_si512(v + t)));
+    }
+    for (; t < count; t++) {
+        off[t] = k[t] * (int32_t)stride;
+        pairs[t] = (int16_t)v[t];
+    }
+    if (count & 1) {
+        off[count] = off[count - 1];
+        pairs[count] = 0;
     }
     return (count + 1) / 2;
 }
@@ -174,7 +185,9 @@ MADD_FN(madd256, __m256i, _mm256)
     do {                                                                                     \
         const V a = P##_maskz_loadu_epi16(mask, base + off[2 * (p)]);                        \
         const V b = P##_maskz_loadu_epi16(mask, base + off[2 * (p) + 1]);                    \
-        const V vv = P##_set1_epi32((int32_t)pairs[p]);                                      \
+        int32_t word; /* the pair's two int16 values as one 32-bit lane value */              \
+        memcpy(&word, pairs + 2 * (p), sizeof word);                                         \
+        const V vv = P##_set1_epi32(word);                                                   \
         lo[q] = MADD(lo[q], P##_unpacklo_epi16(a, b), vv);                                   \
         hi[q] = MADD(hi[q], P##_unpackhi_epi16(a, b), vv);                                   \
     } while (0)
@@ -205,7 +218,7 @@ MADD_FN(madd256, __m256i, _mm256)
  * |delta| <= 32767). The caller proves that int32 lanes hold the sum. Columns 0-15 go to
  * *low, 16-31 to *high.
  */
-static inline void paired_sums(const int16_t *base, const int32_t *off, const uint32_t *pairs,
+static inline void paired_sums(const int16_t *base, const int32_t *off, const int16_t *pairs,
                                int64_t p0, int64_t p1, __mmask32 mask, __m512i *low,
                                __m512i *high)
 {
@@ -219,7 +232,7 @@ static inline void paired_sums(const int16_t *base, const int32_t *off, const ui
 
 /* paired_sums for at most 16 columns (in 256-bit lanes: half the work of a 32-column tile). */
 static inline __m512i paired_sums16(const int16_t *base, const int32_t *off,
-                                    const uint32_t *pairs, int64_t p0, int64_t p1,
+                                    const int16_t *pairs, int64_t p0, int64_t p1,
                                     __mmask16 mask)
 {
     const __m512i order = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
@@ -240,7 +253,7 @@ static inline void add_lanes(int64_t *z, __m512i s, __mmask16 mask)
 
 /* The forward product of sparse_times for int16 weights and int16-range inputs, from a
  * prepared row of n_pairs pairs, at most block_pairs pairs summed per int32 lane. */
-static void paired_forward(const int16_t *W, const int32_t *off, const uint32_t *pairs,
+static void paired_forward(const int16_t *W, const int32_t *off, const int16_t *pairs,
                            int64_t n_pairs, int64_t block_pairs, int64_t j0, int64_t j1,
                            int64_t *z)
 {
@@ -328,7 +341,7 @@ static inline void descend_lanes(int16_t *p, __m512i g, __mmask16 mask, divisor 
 
 /* update_rows' paired path: a row's gradient from int16 deltas (a prepared row of the
  * samples' delta rows), then its descent. */
-static void paired_update(const int16_t *delta16, const int32_t *off, const uint32_t *pairs,
+static void paired_update(const int16_t *delta16, const int32_t *off, const int16_t *pairs,
                           int64_t n_pairs, int16_t *w, int64_t j0, int64_t j1, divisor lr,
                           int32_t clamp, const int32_t *draws)
 {
@@ -366,7 +379,7 @@ static inline void add_tile(int64_t *z, int64_t from, int64_t skip, v16i acc)
  */
 static void sparse_times(const int32_t *k, const int32_t *v, int64_t count, int64_t block,
                          const void *W, int wide, int64_t H, int64_t j0, int64_t j1, int64_t *z,
-                         int small_v, int32_t *off, uint32_t *pairs)
+                         int small_v, int32_t *off, int16_t *pairs)
 {
     int64_t j = j0;
 #ifdef PAIRED_LANES
@@ -429,7 +442,7 @@ static void sparse_times(const int32_t *k, const int32_t *v, int64_t count, int6
 static void rows_times(const int32_t *k, const int32_t *v, const int64_t *offset,
                        const int64_t *count, int64_t n, int64_t block, const void *W, int wide,
                        int64_t H, int64_t j0, int64_t j1, int64_t *z, int64_t zs, int small_v,
-                       int32_t *off, uint32_t *pairs, int64_t *n_pairs)
+                       int32_t *off, int16_t *pairs, int64_t *n_pairs)
 {
 #ifdef PAIRED_LANES
     if (!wide && block > 1 && small_v) {
@@ -644,7 +657,29 @@ typedef struct {
     int32_t *rows;  /* W rows, increasing */
     int32_t *start; /* n_rows + 1 offsets into sample/value */
     int32_t *sample, *value;
+    /* each row prepared for the paired lanes (prepare_pairs, offsets into the int16 deltas):
+     * row r at start[r] + r, n_pairs[r] pairs */
+    int32_t *off, *n_pairs;
+    int16_t *pairs;
 } columns;
+
+#ifdef PAIRED_LANES
+/* Prepare every row of c for the paired lanes, against delta rows of `stride`. */
+static void prepare_columns(columns *c, int64_t stride)
+{
+    for (int64_t r = 0; r < c->n_rows; r++) {
+        const int64_t s0 = c->start[r];
+        c->n_pairs[r] = (int32_t)prepare_pairs(c->sample + s0, c->value + s0, c->start[r + 1] - s0,
+                                               stride, c->off + s0 + r, c->pairs + s0 + r);
+    }
+}
+#else
+static void prepare_columns(columns *c, int64_t stride)
+{
+    (void)c;
+    (void)stride;
+}
+#endif
 
 /*
  * The same for int16 parameters and gradients that fit int32 (the summing lanes), in
@@ -692,13 +727,11 @@ static void descend16(int16_t *restrict p, const int32_t *restrict g, int64_t co
 static void update_rows(const columns *c, const int32_t *delta, const int16_t *delta16,
                         int64_t H16, const int64_t *G, void *W, int wide, int64_t H, int64_t j0,
                         int64_t j1, divisor lr, int64_t clamp, const int32_t *draws,
-                        int64_t draw_base, int dense_draw_rows, int32_t *off, uint32_t *pairs)
+                        int64_t draw_base, int dense_draw_rows)
 {
 #ifndef PAIRED_LANES
     (void)delta16;
     (void)H16;
-    (void)off;
-    (void)pairs;
 #endif
     int32_t g[4 * TILE];
     const int64_t size = wide ? 4 : 2;
@@ -729,9 +762,9 @@ static void update_rows(const columns *c, const int32_t *delta, const int16_t *d
         int64_t j = j0;
 #ifdef PAIRED_LANES
         if (delta16) {
-            const int64_t n_pairs =
-                prepare_pairs(c->sample + s0, c->value + s0, s1 - s0, H16, off, pairs);
-            paired_update(delta16, off, pairs, n_pairs, w, j0, j1, lr, (int32_t)clamp, dr);
+            (void)H16; /* the rows were prepared against it */
+            paired_update(delta16, c->off + s0 + r, c->pairs + s0 + r, c->n_pairs[r], w, j0, j1,
+                          lr, (int32_t)clamp, dr);
             continue;
         }
 #endif
@@ -855,10 +888,8 @@ typedef struct {
     work work;
     /* the batch's rows, non-zero entries (CSR), also prepared for the paired lanes */
     int32_t *k, *v, *off;
-    uint32_t *pairs;
+    int16_t *pairs;
     int64_t *count, *offset, *n_pairs;
-    int32_t *uoff[MAX_THREADS];     /* per thread: room to prepare one update row */
-    uint32_t *upairs[MAX_THREADS];
     int64_t *task_lo, *task_hi;     /* extremes of each forward task's pre-activations */
     /* per step */
     const int64_t *idx;
@@ -871,7 +902,7 @@ typedef struct {
     int32_t *seen, *fill;   /* per input column: last step it was non-zero in; fill position */
     int32_t *yk, *yv;       /* a hidden layer's output row, non-zero entries */
     int32_t *yoff;          /* ... prepared for the paired lanes */
-    uint32_t *ypairs;
+    int16_t *ypairs;
     int16_t *B16[MAX_LAYERS]; /* the feedback as int16, where it fits */
     int64_t b_max[MAX_LAYERS];
     int64_t step_no;
@@ -980,6 +1011,7 @@ static void input_columns(trainer *tr)
             c->value[at] = p->v[p->offset[i] + t];
         }
     }
+    prepare_columns(c, tr->H16[0]);
 }
 
 /* max over columns j of sum_i |delta[i][j]|: with max|a| it bounds every gradient sum. */
@@ -1120,6 +1152,7 @@ static int64_t middle(trainer *tr, int64_t *loss, int64_t *correct, int64_t *wor
             }
         } else {
             columns_of_dense(tr->y[l - 1], n, K, &tr->in[l]);
+            prepare_columns(&tr->in[l], tr->H16[l]);
             a_max = largest_magnitude(tr->y[l - 1], n * K);
         }
         tr->exact[l] = a_max * column_mass(tr->delta[l], n, H, tr->colsum[l]) > I32_MAX;
@@ -1165,7 +1198,7 @@ static divisor lr_of(const pnn_run *run)
 }
 
 /* Update task: W1 and b1 on a block of columns, or (the last task) every later layer. */
-static void update_task(trainer *tr, int64_t task, int t)
+static void update_task(trainer *tr, int64_t task)
 {
     const pnn_net *net = tr->net;
     const pnn_run *run = tr->run;
@@ -1177,8 +1210,7 @@ static void update_task(trainer *tr, int64_t task, int t)
         const int64_t j0 = task * tr->width, j1 = j0 + tr->width < H ? j0 + tr->width : H;
         update_rows(&tr->in[0], tr->delta[0], tr->small_delta[0] ? tr->delta16[0] : NULL,
                     tr->H16[0], tr->exact[0] ? tr->G[0] : NULL, net->W[0], wide, H, j0, j1, lr,
-                    net->clamp[0], draws, tr->draw_base[0], (int)tr->dense_rows, tr->uoff[t],
-                    tr->upairs[t]);
+                    net->clamp[0], draws, tr->draw_base[0], (int)tr->dense_rows);
         const int64_t rows = tr->dense_rows ? net->dims[0] : tr->in[0].n_rows;
         descend((char *)net->b[0] + j0 * size, wide, tr->colsum[0] + j0, j1 - j0, lr,
                 net->clamp[0], draws ? draws + tr->draw_base[0] + rows * H + j0 : NULL);
@@ -1188,14 +1220,14 @@ static void update_task(trainer *tr, int64_t task, int t)
         const int64_t Hl = net->dims[l + 1], K = net->dims[l];
         update_rows(&tr->in[l], tr->delta[l], tr->small_delta[l] ? tr->delta16[l] : NULL,
                     tr->H16[l], tr->exact[l] ? tr->G[l] : NULL, net->W[l], wide, Hl, 0, Hl, lr,
-                    net->clamp[l], draws, tr->draw_base[l], 1, tr->uoff[t], tr->upairs[t]);
+                    net->clamp[l], draws, tr->draw_base[l], 1);
         descend(net->b[l], wide, tr->colsum[l], Hl, lr, net->clamp[l],
                 draws ? draws + tr->draw_base[l] + K * Hl : NULL);
     }
 }
 
-/* Run the tasks of a phase that thread t can claim. */
-static void work_on(trainer *tr, int64_t phase, int t)
+/* Run the tasks of a phase that this thread can claim. */
+static void work_on(trainer *tr, int64_t phase)
 {
     for (int task; (task = claim(&tr->work, phase)) >= 0; atomic_fetch_add(&tr->work.done, 1)) {
         if (phase & 1) {
@@ -1204,7 +1236,7 @@ static void work_on(trainer *tr, int64_t phase, int t)
             else
                 input_columns(tr);
         } else {
-            update_task(tr, task, t);
+            update_task(tr, task);
         }
     }
 }
@@ -1215,7 +1247,7 @@ static void run_phase(trainer *tr, int64_t *phase, int64_t n_tasks)
     atomic_store(&tr->work.done, 0);
     ++*phase;
     atomic_store(&tr->work.ticket, TICKET(*phase, n_tasks, 0));
-    work_on(tr, *phase, 0);
+    work_on(tr, *phase);
     for (int spins = 0; atomic_load(&tr->work.done) < n_tasks;) pause_or_yield(&spins);
 }
 
@@ -1243,16 +1275,10 @@ static void run_steps(trainer *tr)
     }
 }
 
-typedef struct {
-    trainer *tr;
-    int t;
-} helper_arg;
-
 /* A helper thread: claim tasks of every phase thread 0 opens, until it stops. */
 static void *helper(void *arg)
 {
-    const helper_arg *a = arg;
-    trainer *tr = a->tr;
+    trainer *tr = arg;
     int64_t seen = 0;
     int spins = 0;
     while (!atomic_load(&tr->work.stop)) {
@@ -1262,7 +1288,7 @@ static void *helper(void *arg)
             continue;
         }
         spins = 0;
-        work_on(tr, phase, a->t);
+        work_on(tr, phase);
         seen = phase;
     }
     return NULL;
@@ -1300,8 +1326,8 @@ int64_t pnn_train(const pnn_net *net, pnn_run *run)
     run->loss = run->correct = run->steps = run->worst = run->draws_used = 0;
     run->site = OK;
     tr.T = run->threads < 1 ? 1 : run->threads > MAX_THREADS ? MAX_THREADS : run->threads;
-    /* layer 1 in tasks of whole 32-column tiles, at most 64 of them */
-    tr.width = (net->dims[1] + 63) / 64;
+    /* layer 1 in tasks of whole 32-column tiles: one alone, about two per thread otherwise */
+    tr.width = (net->dims[1] + (tr.T == 1 ? 1 : 2 * tr.T) - 1) / (tr.T == 1 ? 1 : 2 * tr.T);
     tr.width = tr.width < 32 ? 32 : (tr.width + 31) / 32 * 32;
     tr.n_forward = tr.n_update = (net->dims[1] + tr.width - 1) / tr.width + 1;
     tr.block[0] = block_of(run->x_max, net->clamp[0], (int)net->wide);
@@ -1317,8 +1343,11 @@ int64_t pnn_train(const pnn_net *net, pnn_run *run)
         ALLOC(tr.colsum[l], H);
         ALLOC(tr.in[l].rows, K);
         ALLOC(tr.in[l].start, K + 1);
-        ALLOC(tr.in[l].sample, batch * K);
-        ALLOC(tr.in[l].value, batch * K);
+        ALLOC(tr.in[l].sample, batch * K + SLACK);
+        ALLOC(tr.in[l].value, batch * K + SLACK);
+        ALLOC(tr.in[l].off, batch * K + K + SLACK);
+        ALLOC(tr.in[l].pairs, batch * K + K + SLACK);
+        ALLOC(tr.in[l].n_pairs, K);
     }
     ALLOC(tr.e, batch * net->n_classes);
     for (int64_t l = 0; l + 1 < L; l++) { /* the feedback as int16 rows, where it fits */
@@ -1344,18 +1373,11 @@ int64_t pnn_train(const pnn_net *net, pnn_run *run)
     ALLOC(tr.n_pairs, batch);
     ALLOC(tr.task_lo, tr.n_forward);
     ALLOC(tr.task_hi, tr.n_forward);
-    for (int64_t t = 0; t < tr.T; t++) {
-        ALLOC(tr.uoff[t], batch + SLACK);
-        ALLOC(tr.upairs[t], batch + SLACK);
-    }
     {
         pthread_t threads[MAX_THREADS];
-        helper_arg args[MAX_THREADS];
         int64_t started = 1; /* a helper that cannot start is not needed: tasks wait for none */
         for (; started < tr.T; started++) {
-            args[started].tr = &tr;
-            args[started].t = (int)started;
-            if (pthread_create(&threads[started], NULL, helper, &args[started])) break;
+            if (pthread_create(&threads[started], NULL, helper, &tr)) break;
         }
         run_steps(&tr);
         atomic_store(&tr.work.stop, 1);
@@ -1376,6 +1398,9 @@ out_of_memory:
         free(tr.in[l].start);
         free(tr.in[l].sample);
         free(tr.in[l].value);
+        free(tr.in[l].off);
+        free(tr.in[l].pairs);
+        free(tr.in[l].n_pairs);
     }
     free(tr.e);
     free(tr.err);
@@ -1394,10 +1419,6 @@ out_of_memory:
     free(tr.n_pairs);
     free(tr.task_lo);
     free(tr.task_hi);
-    for (int64_t t = 0; t < MAX_THREADS; t++) {
-        free(tr.uoff[t]);
-        free(tr.upairs[t]);
-    }
     return status;
 }
 
@@ -1431,7 +1452,7 @@ static void score_rows(scorer *sc, int64_t t)
     int32_t *gi = malloc(sizeof(int32_t) * GROUP * widest);
     int64_t *z = malloc(sizeof(int64_t) * GROUP * widest);
     int32_t *off = malloc(sizeof(int32_t) * GROUP * room);
-    uint32_t *pairs = malloc(sizeof(uint32_t) * GROUP * room);
+    int16_t *pairs = malloc(sizeof(int16_t) * (GROUP * room + 1));
     if (!k || !v || !y || !gi || !z || !off || !pairs) {
         sc->failed = 1;
         goto done;
