@@ -43,10 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network on MNIST or Fashion-MNIST")
     t.add_argument("--dataset", required=True, choices=sorted(PAPER_ARCHS))
     t.add_argument("--preset", choices=sorted(PRESETS), help="hyperparameters (default paper)")
-    t.add_argument("--arch", help="layer widths, e.g. 784-100-50-10")
+    t.add_argument("--arch", help="MLP widths (784-100-50-10) or a CNN (c32k3-p2-c64k3-p2-f256-10)")
     t.add_argument("--activation", help="hidden activation (default pocket_tanh)")
     t.add_argument("--output-activation", help="output activation (default: as hidden)")
-    t.add_argument("--algorithm", choices=ALGORITHMS)
+    t.add_argument(
+        "--algorithm",
+        "--rule",
+        dest="algorithm",
+        choices=ALGORITHMS,
+        help="learning rule: dfa, bp or local (block-local losses)",
+    )
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr-inv", type=int)
@@ -57,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight-update rounding: trunc (reference) or stochastic (unbiased)",
     )
     t.add_argument("--seed", type=int)
+    t.add_argument("--val", type=int, help="hold out N training images (seeded) for validation")
+    t.add_argument("--augment", help="random shifts of up to N pixels: N, or N,flip")
+    t.add_argument("--decay-inv", type=int, help="integer weight decay W -= W / N (0: off)")
+    t.add_argument("--grad-bits", type=int, help="normalise each step's gradient (0: off)")
+    t.add_argument("--plateau", help="P,F: lr_inv times F after P epochs without better val")
+    t.add_argument("--early-stop", type=int, help="stop after N epochs without better val")
+    t.add_argument("--target-value", type=int, help="one-hot target value (default 15)")
     t.add_argument("--data-dir", help="folder holding the four idx files (raw or .gz)")
     t.add_argument("--out", required=True, help="model file, saved after every epoch")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")

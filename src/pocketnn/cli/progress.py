@@ -36,7 +36,8 @@ class ProgressBar:
 def epoch_line(r: EpochResult, epochs: int) -> str:
     """One epoch's figures: learning rate, loss, train and test accuracy, seconds."""
     test = percent(r.test_correct, r.test_total) if r.test_total else "-"
+    val = f"  val {percent(r.val_correct, r.val_total)}" if r.val_total else ""
     return (
         f"epoch {r.epoch:3d}/{epochs}  lr_inv {r.lr_inv:6d}  loss {r.loss:10d}  "
-        f"train {percent(r.train_correct, r.train_total)}  test {test}  {r.seconds:6.2f} s"
+        f"train {percent(r.train_correct, r.train_total)}{val}  test {test}  {r.seconds:6.2f} s"
     )

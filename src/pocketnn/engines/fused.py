@@ -339,7 +339,9 @@ def plan_for(model, rule, optimizer, x: np.ndarray, lr_inv: int) -> Plan | None:
     :func:`magic`'s range.
     """
     layers = model.layers
-    if type(rule) is not DFA or type(optimizer) is not IntegerSGD or optimizer.decay_inv:
+    if type(rule) is not DFA or type(optimizer) is not IntegerSGD:
+        return None
+    if optimizer.decay_inv or optimizer.grad_bits:
         return None
     if len(layers) < 2 or lr_inv > INT32_MAX or x.ndim != 2 or x.shape[0] > MAX_WIDTH:
         return None

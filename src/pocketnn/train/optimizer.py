@@ -74,9 +74,12 @@ class IntegerSGD:
     grad_bits : 0 (off), or normalise each parameter's gradient per step: divide it by the
         power of two that brings its largest magnitude below ``2**grad_bits`` (as part of the
         one rounded division), so the largest step of every parameter is about
-        ``2**grad_bits / lr_inv`` whatever the size of its sums. Networks with scaling layers
-        (whose errors are themselves normalised) train with it; it replaces the gradient's
-        own ``scale``.
+        ``2**grad_bits / lr_inv`` whatever the size of its sums.
+        Networks with scaling layers (whose errors are themselves normalised) train with it;
+        it replaces the gradient's own ``scale``.
+    plateau : ``(patience, factor)``: multiply ``lr_inv`` by ``factor`` whenever the
+        validation score has not improved for ``patience`` epochs (decided in
+        :meth:`end_epoch`, from validation only); None: no plateau schedule
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class IntegerSGD:
         decay_inv: int = 0,
         seed: int = 0,
         grad_bits: int = 0,
+        plateau: tuple[int, int] | list[int] | None = None,
     ) -> None:
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
@@ -98,6 +102,15 @@ class IntegerSGD:
         self.seed = _check_int("seed", seed, 0)
         self.rounding = rounding
         self.grad_bits = _check_int("grad_bits", grad_bits, 0, 62)
+        self.plateau: tuple[int, int] | None = None
+        if plateau is not None:
+            patience, factor = plateau
+            self.plateau = (
+                _check_int("plateau patience", patience, 1),
+                _check_int("plateau factor", factor, 2),
+            )
+        # what the plateau schedule has seen: the best validation score, epochs since, boosts
+        self.schedule_state: dict[str, int] = {"best": -1, "since": 0, "boosts": 0}
         self._rng: np.random.Generator | None = None
         self._rng_epoch = 0
 
@@ -109,7 +122,25 @@ class IntegerSGD:
             "rounding": self.rounding,
             "decay_inv": self.decay_inv,
             **({"grad_bits": self.grad_bits} if self.grad_bits else {}),
+            **(
+                {"plateau": list(self.plateau), "schedule_state": dict(self.schedule_state)}
+                if self.plateau
+                else {}
+            ),
         }
+
+    def end_epoch(self, epoch: int, val_correct: int) -> None:
+        """Feed the plateau schedule an epoch's validation score."""
+        if self.plateau is None:
+            return
+        state = self.schedule_state
+        if val_correct > state["best"]:
+            state["best"], state["since"] = val_correct, 0
+            return
+        state["since"] += 1
+        if state["since"] >= self.plateau[0]:
+            state["boosts"] += 1
+            state["since"] = 0
 
     def lr_inv_at(self, epoch: int) -> int:
         """``lr_inv`` of a 1-based epoch: doubled at each epoch divisible by ``lr_double_every``.
@@ -117,9 +148,12 @@ class IntegerSGD:
         It saturates at INT32_MAX, the largest value the reference's 32-bit ``lrInv`` holds
         (by then every truncated update of an int32 gradient is already zero).
         """
-        if self.lr_double_every <= 0:
-            return self.lr_inv
-        return min(self.lr_inv << (epoch // self.lr_double_every), INT32_MAX)
+        lr_inv = self.lr_inv
+        if self.plateau is not None:
+            lr_inv *= self.plateau[1] ** self.schedule_state["boosts"]
+        if self.lr_double_every > 0:
+            lr_inv <<= epoch // self.lr_double_every
+        return min(lr_inv, INT32_MAX)
 
     def rounding_stream(self, epoch: int) -> np.random.Generator | None:
         """The stochastic-rounding stream of an epoch (None when rounding truncates).

@@ -28,9 +28,10 @@ from ..engines.blas import single_thread_blas
 from ..nn.layers import Layer
 from ..nn.losses import TARGET_VALUE, l2_loss, one_hot
 from ..nn.model import Sequential
+from .augment import Augment
 from .optimizer import IntegerSGD, Update
 from .rules import DFA, RULES, Backprop, LearningRule, StepState
-from .seeding import seeded_order
+from .seeding import STREAM_AUGMENT, seeded_order, stream
 
 ALGORITHMS = tuple(RULES)
 """The names of the learning rules (``--algorithm`` on the command line)."""
@@ -48,6 +49,8 @@ class EpochResult:
     test_correct: int | None
     test_total: int | None
     seconds: float
+    val_correct: int | None = None
+    val_total: int | None = None
 
 
 class NewParameters(Mapping):
@@ -103,7 +106,7 @@ class Trainer:
     model : the network; training starts from its current weights (all zero when fresh)
     rule : ``"dfa"`` (direct feedback alignment), ``"bp"`` (integer backprop) or a
         :class:`~pocketnn.train.rules.LearningRule` object
-    lr_inv, lr_double_every, rounding, decay_inv, grad_bits : the optimizer's settings (see
+    lr_inv, lr_double_every, rounding, decay_inv, grad_bits, plateau : the optimizer's settings (see
         :class:`~pocketnn.train.optimizer.IntegerSGD`), used when ``optimizer`` is None
     optimizer : an optimizer object instead (its seed is the trainer's)
     batch_size : samples per step (the last batch of an epoch may be smaller)
@@ -112,6 +115,8 @@ class Trainer:
     feedback : DFA matrices to use instead of random ones
     sample_order : epoch -> permutation, or a sequence of permutations (index epoch - 1)
     bp_updated_weights : for ``rule="bp"``, see :class:`~pocketnn.train.rules.Backprop`
+    augment : integer data augmentation of every training batch
+        (:class:`~pocketnn.train.augment.Augment`), drawn from the seed
     engine, overflow : run under this engine / overflow policy (default: the context in
         force when training runs, see :func:`pocketnn.configure`)
 
@@ -134,12 +139,14 @@ class Trainer:
         rounding: str = "trunc",
         decay_inv: int = 0,
         grad_bits: int = 0,
+        plateau: tuple[int, int] | None = None,
         optimizer: IntegerSGD | None = None,
         target_value: int = TARGET_VALUE,
         seed: int = 0,
         feedback: Sequence[np.ndarray] | None = None,
         sample_order: Callable[[int], np.ndarray] | Sequence[np.ndarray] | None = None,
         bp_updated_weights: bool = True,
+        augment: Augment | None = None,
         engine: str | None = None,
         overflow: str | None = None,
     ) -> None:
@@ -159,6 +166,7 @@ class Trainer:
                 decay_inv=decay_inv,
                 seed=self.seed,
                 grad_bits=grad_bits,
+                plateau=plateau,
             )
         else:
             optimizer.seed = self.seed
@@ -166,6 +174,7 @@ class Trainer:
         self.rule = make_rule(rule, feedback, bp_updated_weights)
         self.rule.bind(model, self.seed)
         self.sample_order = sample_order
+        self.augment = augment
         self.context: Context | None = None
         if engine is not None or overflow is not None:
             base = current()
@@ -290,10 +299,12 @@ class Trainer:
         start = time.perf_counter()
         loss = correct = 0
         steps = -(-x.shape[0] // self.batch_size)
+        augment_rng = stream(self.seed, STREAM_AUGMENT, epoch) if self.augment else None
         with using(self.context), single_thread_blas():
             for s in range(steps):
                 idx = order[s * self.batch_size : (s + 1) * self.batch_size]
-                batch_loss, batch_correct = self._step(x[idx], targets[idx], lr_inv)
+                batch = x[idx] if augment_rng is None else self.augment(x[idx], augment_rng)
+                batch_loss, batch_correct = self._step(batch, targets[idx], lr_inv)
                 loss += batch_loss
                 correct += batch_correct
                 if progress is not None:
@@ -316,18 +327,30 @@ class Trainer:
         *,
         x_test: np.ndarray | None = None,
         y_test: np.ndarray | None = None,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        early_stop: int = 0,
         on_epoch: Callable[[EpochResult], None] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[EpochResult]:
         """Train until ``epochs`` epochs are complete (counting any already done).
 
-        After each epoch the test set, if given, is evaluated and ``on_epoch`` is called
-        (the place to save a checkpoint or write a log line). Returns the whole history.
+        After each epoch the validation and test sets, if given, are scored and ``on_epoch``
+        is called (the place to save a checkpoint or write a log line). Everything decided
+        during the run (the optimizer's plateau schedule, ``early_stop`` after that many
+        epochs without a better validation score) is decided on validation, never on the
+        test set. Returns the whole history.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-        while self.epoch < epochs:
+        if early_stop and x_val is None:
+            raise ValueError("early_stop decides on a validation set: give x_val and y_val")
+        while self.epoch < epochs and not self.stopped_early(early_stop):
             result = self.train_epoch(x, labels, progress)
+            if x_val is not None and y_val is not None:
+                result.val_correct = self.score(x_val, y_val)
+                result.val_total = len(y_val)
+                self.optimizer.end_epoch(result.epoch, result.val_correct)
             if x_test is not None and y_test is not None:
                 result.test_correct = self.score(x_test, y_test)
                 result.test_total = len(y_test)
@@ -335,6 +358,18 @@ class Trainer:
             if on_epoch is not None:
                 on_epoch(result)
         return self.history
+
+    def stopped_early(self, patience: int) -> bool:
+        """Whether the last ``patience`` epochs brought no better validation score."""
+        scored = [r.val_correct for r in self.history if r.val_correct is not None]
+        if not patience or len(scored) <= patience:
+            return False
+        return max(scored[-patience:]) <= max(scored[:-patience])
+
+    def selected(self) -> EpochResult | None:
+        """The epoch with the best validation score (the first of equals), if validated."""
+        scored = [r for r in self.history if r.val_correct is not None]
+        return max(scored, key=lambda r: r.val_correct) if scored else None
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Training state for a checkpoint: JSON-able settings and the rule's arrays."""
@@ -346,6 +381,7 @@ class Trainer:
             "seed": self.seed,
             "bp_updated_weights": getattr(self.rule, "updated_weights", True),
             **self.rule.settings(),
+            **({"augment": self.augment.settings()} if self.augment else {}),
             "epoch": self.epoch,
             "history": [vars(r) for r in self.history],
         }
@@ -382,12 +418,20 @@ class Trainer:
             rounding=settings.get("rounding", "trunc"),
             decay_inv=settings.get("decay_inv", 0),
             grad_bits=settings.get("grad_bits", 0),
+            plateau=settings.get("plateau"),
             target_value=settings["target_value"],
             seed=settings["seed"],
             sample_order=sample_order,
+            augment=Augment(
+                **{**settings["augment"], "image_shape": tuple(settings["augment"]["image_shape"])}
+            )
+            if settings.get("augment")
+            else None,
             engine=engine,
             overflow=overflow,
         )
+        if "schedule_state" in settings:
+            trainer.optimizer.schedule_state = dict(settings["schedule_state"])
         trainer.epoch = int(settings["epoch"])
         trainer.history = [EpochResult(**r) for r in settings.get("history", [])]
         return trainer
