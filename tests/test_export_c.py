@@ -92,6 +92,12 @@ def build_host(
     return exe
 
 
+def compile_strictest(source, obj):
+    """Compile generated C on its own with the strictest flags, -Wconversion included."""
+    warnings = ("-Wconversion", "-Wshadow", "-Wstrict-prototypes", "-Wmissing-prototypes")
+    run_tool(["gcc", *STRICT_FLAGS, *warnings, "-c", source, "-o", obj])
+
+
 def host_predict(exe, images, n_classes):
     """Scores (N, n_classes) and NAME_predict results (N,) from the host build."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
@@ -240,21 +246,7 @@ def test_generated_files_are_readable_portable_c(tmp_path):
         "TINY_FOR_EACH_PARAM(X)",
     ):
         assert symbol in header
-    # compiles on its own with the strictest flags, -Wconversion included
-    run_tool(
-        [
-            "gcc",
-            *STRICT_FLAGS,
-            "-Wconversion",
-            "-Wshadow",
-            "-Wstrict-prototypes",
-            "-Wmissing-prototypes",
-            "-c",
-            paths[1],
-            "-o",
-            tmp_path / "tiny.o",
-        ]
-    )
+    compile_strictest(paths[1], tmp_path / "tiny.o")
 
 
 def test_export_from_file_takes_feedback_and_settings(tmp_path):

@@ -11,6 +11,8 @@ import numpy as np
 from ...io.atomic import atomic_write_bytes
 from ...io.model_file import load_checkpoint
 from ...nn.model import Sequential
+from .cnn_inference import generate_layered
+from .cnn_planner import is_layered
 from .ctext import check_name
 from .inference import InferenceGenerator
 from .planner import plan_layers
@@ -53,6 +55,8 @@ def generate_c(
     """
     name = check_name(name)
     model, training, arrays, source = _load(model_or_path)
+    if is_layered(model):
+        return generate_layered(model, name, with_training, source)
     training = training or {}
     if max_batch is None:
         max_batch = int(training.get("batch_size", DEFAULT_MAX_BATCH))

@@ -27,7 +27,7 @@ def params_digest(model: Sequential) -> str:
     """A short sha256 of every parameter, to identify the model in the generated comments."""
     h = hashlib.sha256()
     for layer in model.layers:
-        for a in (layer.W, layer.b):
+        for a in layer.parameters().values():
             h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
     return h.hexdigest()[:16]
 
