@@ -67,7 +67,7 @@ def settings(args: argparse.Namespace) -> dict:
     """Resolve preset then explicit flags into one dict of hyperparameters."""
     dataset = args.dataset
     preset = PRESETS[args.preset or "paper"][dataset]
-    merged = dict(PAPER_DEFAULTS, arch=PAPER_ARCHS[dataset], **preset)
+    merged = {**PAPER_DEFAULTS, "arch": PAPER_ARCHS[dataset], **preset}
     for key in list(merged):
         value = getattr(args, key, None)
         if value is not None:
