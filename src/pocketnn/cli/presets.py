@@ -21,6 +21,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "fashion-mnist": {"epochs": 25, "rounding": "stochastic"},
     },
 }
+OWN_DATA_EPOCHS = 20
+"""Epochs of a run on ``--data``; the preset's other settings are MNIST's."""
 PAPER_DEFAULTS = {
     "activation": "pocket_tanh",
     "output_activation": None,
@@ -34,10 +36,12 @@ PAPER_DEFAULTS = {
 
 
 def settings(args: argparse.Namespace) -> dict:
-    """Resolve preset then explicit flags into one dict of hyperparameters."""
+    """Resolve preset then explicit flags into one dict of hyperparameters (``arch`` is
+    None for ``--data`` without ``--arch``: the data's widths decide it)."""
     dataset = args.dataset
-    preset = PRESETS[args.preset or "paper"][dataset]
-    merged = dict(PAPER_DEFAULTS, arch=PAPER_ARCHS[dataset], **preset)
+    presets = PRESETS[args.preset or "paper"]
+    preset = presets.get(dataset) or dict(presets["mnist"], epochs=OWN_DATA_EPOCHS)
+    merged = dict(PAPER_DEFAULTS, arch=PAPER_ARCHS.get(dataset), **preset)
     for key in list(merged):
         value = getattr(args, key, None)
         if value is not None:

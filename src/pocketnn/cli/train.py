@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..datasets import load_dataset
-from ..io.model_file import load_checkpoint, save
+from ..datasets.split import split_validation
+from ..io.model_file import load_checkpoint, load_model_file, save
 from ..nn.model import build_mlp
 from ..train.seeding import he_init
 from ..train.trainer import EpochResult, Trainer
+from .data import as_input, data_name, load_data, split_settings
 from .errors import CLIError
 from .presets import parse_arch, settings
 from .progress import ProgressBar, epoch_line
@@ -25,7 +26,13 @@ RESUME_FIXED = (
     "lr_double_every",
     "seed",
     "rounding",
+    "val",
+    "label_column",
+    "test_percent",
+    "split_seed",
 )
+DEFAULT_HIDDEN = "100-50"
+"""Hidden widths of a network for ``--data`` without ``--arch`` (the paper MNIST net's)."""
 
 
 def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
@@ -35,8 +42,11 @@ def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
     model, state, arrays = load_checkpoint(out)
     if not state:
         raise CLIError(f"--resume: {out} holds no training state")
-    if state.get("dataset") != args.dataset:
-        raise CLIError(f"--resume: {out} was trained on {state.get('dataset')}, not {args.dataset}")
+    if state.get("dataset") != args.dataset or state.get("data") != args.data:
+        raise CLIError(
+            f"--resume: {out} was trained on {state.get('dataset') or state.get('data')}, "
+            f"not {data_name(args)}"
+        )
     changed = [
         f"--{key.replace('_', '-')} {getattr(args, key)} (saved: {state.get(key)})"
         for key in RESUME_FIXED
@@ -64,11 +74,11 @@ def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
 def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Trainer, int, str]:
     """A new model and trainer from the preset and the flags."""
     cfg = settings(args)
-    model = build_mlp(parse_arch(cfg["arch"]), cfg["activation"], cfg["output_activation"])
+    arch = cfg["arch"] or f"{n_inputs}-{DEFAULT_HIDDEN}-{n_classes}"
+    model = build_mlp(parse_arch(arch), cfg["activation"], cfg["output_activation"])
     if model.dims[0] != n_inputs or model.dims[-1] != n_classes:
         raise CLIError(
-            f"--arch {cfg['arch']} must start at {n_inputs} and end at {n_classes} "
-            f"for {args.dataset}"
+            f"--arch {arch} must start at {n_inputs} and end at {n_classes} for {data_name(args)}"
         )
     trainer = Trainer(
         model,
@@ -98,42 +108,71 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.arch is not None:
         parse_arch(args.arch)  # fail before the dataset is loaded
     log_path = log_path_for(out)
-    data = load_dataset(args.dataset, data_dir=args.data_dir, verbose=not args.quiet)
+    saved_file = load_model_file(out) if args.resume and out.exists() else None
+    saved = saved_file.training if saved_file else None
+    data = load_data(args, saved, verbose=not args.quiet)
+    spec = data.input_spec
     if args.resume:
         trainer, epochs, preset = _resume(args, out)
+        saved_spec = saved_file.input_spec
+        if (saved_spec.dtype, saved_spec.shape) != (spec.dtype, spec.shape):
+            raise CLIError(
+                f"--resume: {out} takes {saved_spec.dtype} samples of shape {saved_spec.shape}, "
+                f"{data_name(args)} gives {spec.dtype} {spec.shape}"
+            )
     else:
-        trainer, epochs, preset = _fresh(args, data.train_images.shape[1], len(data.classes))
+        trainer, epochs, preset = _fresh(args, spec.size, len(data.classes))
     model = trainer.model
+    split = split_settings(args, saved) if args.data is not None else {}
+    val = args.val if args.val is not None else (saved or {}).get("val", 0)
+    x_train, y_train = data.train_images, data.train_labels
+    x_val = y_val = None
+    if val:
+        if not 0 < val < len(y_train):
+            raise CLIError(f"--val {val}: must lie in 1..{len(y_train) - 1}, the training samples")
+        x_train, y_train, x_val, y_val = split_validation(
+            x_train, y_train, val, split.get("split_seed", 0)
+        )
+        x_val = as_input(x_val, model.input_shape, data_name(args))
+    elif val < 0:
+        raise CLIError(f"--val {val}: must be a number of samples >= 0")
+    x_train = as_input(x_train, model.input_shape, data_name(args))
+    x_test = as_input(data.test_images, model.input_shape, data_name(args))
     if not args.quiet:
         print(
-            f"{args.dataset}: {model!r}, {model.n_params} parameters, algorithm "
+            f"{data_name(args)}: {model!r}, {model.n_params} parameters, algorithm "
             f"{trainer.algorithm}, batch {trainer.batch_size}, lr_inv {trainer.lr_inv}, "
             f"rounding {trainer.rounding}, seed {trainer.seed}, engine {args.engine}"
         )
 
     def save_checkpoint() -> None:
         state, arrays = trainer.state()
-        state.update(dataset=args.dataset, epochs=epochs, preset=preset)
-        save(out, model, training=state, extra_arrays=arrays)
+        state.update(dataset=args.dataset, data=args.data, epochs=epochs, preset=preset, val=val)
+        state.update(split)
+        save(out, model, training=state, extra_arrays=arrays, input_spec=spec)
 
     def on_epoch(result: EpochResult) -> None:
         save_checkpoint()
         # a fresh run's first epoch starts the log over (an old run's log lives until then)
         fresh = not args.resume and result.epoch == 1
         append_log(
-            log_path, dict(vars(result), dataset=args.dataset, seed=trainer.seed), fresh=fresh
+            log_path, dict(vars(result), dataset=data_name(args), seed=trainer.seed), fresh=fresh
         )
         if not args.quiet:
             print(epoch_line(result, epochs), flush=True)
+        if args.epoch_hook is not None:  # a sweep: report, maybe stop early
+            args.epoch_hook(result)
 
     bar = ProgressBar("training", not args.quiet)
     done_before = trainer.epoch
     trainer.fit(
-        data.train_images,
-        data.train_labels,
+        x_train,
+        y_train,
         epochs,
-        x_test=data.test_images,
+        x_test=x_test,
         y_test=data.test_labels,
+        x_val=x_val,
+        y_val=y_val,
         on_epoch=on_epoch,
         progress=bar,
     )
@@ -143,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if last is not None and last.test_correct is not None:
         correct = last.test_correct  # the model is the one saved after that epoch
     else:
-        correct = model.count_correct(data.test_images, data.test_labels)
+        correct = model.count_correct(x_test, data.test_labels)
     best = max(trainer.history, key=lambda r: r.test_correct or 0, default=None)
     print(
         f"test accuracy: {percent(correct, len(data.test_labels))} "
@@ -154,5 +193,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"; best {percent(best.test_correct, best.test_total)} at epoch {best.epoch}")
     else:
         print()
+    chosen = max(trainer.history, key=lambda r: r.val_correct or 0, default=None)
+    if chosen is not None and chosen.val_total and chosen.test_total:
+        print(
+            f"best validation accuracy {percent(chosen.val_correct, chosen.val_total)} at "
+            f"epoch {chosen.epoch}, where the test accuracy is "
+            f"{percent(chosen.test_correct, chosen.test_total)}"
+        )
     print(f"model saved to {out}, log in {log_path}")
     return 0

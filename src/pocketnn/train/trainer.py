@@ -37,7 +37,12 @@ ALGORITHMS = tuple(RULES)
 
 @dataclass
 class EpochResult:
-    """What one epoch measured. Counts are integers; only ``seconds`` is a float (wall time)."""
+    """What one epoch measured. Counts are integers; only ``seconds`` is a float (wall time).
+
+    ``loss`` is the training loss summed over the epoch's steps (each batch before its
+    update); ``test_loss`` and ``val_loss`` are the L2 loss of the model after the epoch,
+    summed over the test and validation samples (None when not evaluated).
+    """
 
     epoch: int
     lr_inv: int
@@ -47,6 +52,10 @@ class EpochResult:
     test_correct: int | None
     test_total: int | None
     seconds: float
+    test_loss: int | None = None
+    val_correct: int | None = None
+    val_total: int | None = None
+    val_loss: int | None = None
 
 
 class NewParameters(Mapping):
@@ -305,6 +314,15 @@ class Trainer:
         with using(self.context):
             return self.model.count_correct(x, labels)
 
+    def evaluate(self, x: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+        """``(correct, loss)`` on ``(x, labels)``: the samples classified as their label and
+        the summed L2 loss against the one-hot targets, from one pass of the model."""
+        with using(self.context):
+            scores = self.model.scores(x)
+        correct = int(np.count_nonzero(scores.argmax(axis=1) == np.asarray(labels)))
+        loss, _ = l2_loss(scores, one_hot(labels, self.model.n_classes, self.target_value))
+        return correct, loss
+
     def fit(
         self,
         x: np.ndarray,
@@ -313,21 +331,27 @@ class Trainer:
         *,
         x_test: np.ndarray | None = None,
         y_test: np.ndarray | None = None,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
         on_epoch: Callable[[EpochResult], None] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[EpochResult]:
         """Train until ``epochs`` epochs are complete (counting any already done).
 
-        After each epoch the test set, if given, is evaluated and ``on_epoch`` is called
-        (the place to save a checkpoint or write a log line). Returns the whole history.
+        After each epoch the test and validation sets, if given, are evaluated (accuracy
+        and loss) and ``on_epoch`` is called (the place to save a checkpoint, write a log
+        line or stop early on the validation figures). Returns the whole history.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         while self.epoch < epochs:
             result = self.train_epoch(x, labels, progress)
             if x_test is not None and y_test is not None:
-                result.test_correct = self.score(x_test, y_test)
+                result.test_correct, result.test_loss = self.evaluate(x_test, y_test)
                 result.test_total = len(y_test)
+            if x_val is not None and y_val is not None:
+                result.val_correct, result.val_loss = self.evaluate(x_val, y_val)
+                result.val_total = len(y_val)
             self.history.append(result)
             if on_epoch is not None:
                 on_epoch(result)
