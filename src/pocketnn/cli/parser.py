@@ -16,6 +16,7 @@ from .info import cmd_info
 from .plot import cmd_plot
 from .predict import cmd_predict
 from .presets import PAPER_ARCHS, PRESETS
+from .sweep import cmd_sweep
 from .train import cmd_train
 
 
@@ -89,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", required=True, help="picture to write (.png, .svg or .pdf)")
     pl.add_argument("--title")
     pl.set_defaults(func=cmd_plot)
+
+    sw = sub.add_parser("sweep", help="runs over seeds and settings from a TOML spec, a table")
+    sw.add_argument("spec", help="the sweep spec (TOML); see pocketnn.sweep.spec")
+    sw.add_argument("--out", help="the sweep's folder (default: out in the spec's [sweep])")
+    sw.add_argument("--workers", type=int, help="runs at a time (default: one per core)")
+    sw.add_argument("--ray", metavar="ADDRESS", help="run on this Ray cluster (ray extra)")
+    sw.add_argument("--table-only", action="store_true", help="print the tables, run nothing")
+    sw.set_defaults(func=cmd_sweep)
 
     x = sub.add_parser("export-c", help="generate C99 for a microcontroller without an FPU")
     x.add_argument("model")
