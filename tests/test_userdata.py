@@ -318,3 +318,26 @@ def test_digits_end_to_end_train_evaluate_export_run_c(capsys, tmp_path, digits)
     scores, classes = host_predict(exe, x, 10, saved.input_spec.dtype)
     np.testing.assert_array_equal(scores, saved.model.scores(x))
     assert int((classes == y_test).sum()) == correct
+
+
+def test_predict_reads_the_models_own_kind_of_samples(capsys, tmp_path):
+    rng = np.random.default_rng(8)
+    images = image_folder(tmp_path / "pets", rng, shape=(3, 4, 4), per_class=6)
+    model_path = tmp_path / "pets.npz"
+    argv = ["train", "--data", tmp_path / "pets", "--epochs", 2, "--out", model_path]
+    assert run(capsys, *argv)[0] == 0
+    saved = load_model_file(model_path)
+    expected = saved.model.predict(images[("dog", 0)].reshape(1, -1))[0]
+    code, out, err = run(capsys, "predict", model_path, tmp_path / "pets" / "dog" / "00.png")
+    assert code == 0, err
+    assert out.strip() == f"{tmp_path / 'pets' / 'dog' / '00.png'}: {expected} " + (
+        f"({['cat', 'dog'][expected]})"
+    )
+    x = np.stack([images[("cat", i)] for i in range(3)])
+    np.savez(tmp_path / "batch.npz", x=x)
+    code, out, _ = run(capsys, "predict", model_path, tmp_path / "batch.npz")
+    got = [int(line.split(": ")[1].split()[0]) for line in out.splitlines()]
+    assert code == 0 and got == saved.model.predict(x.reshape(3, -1)).tolist()
+    np.savez(tmp_path / "wrong.npz", x=x[:, :2])
+    code, _, err = run(capsys, "predict", model_path, tmp_path / "wrong.npz")
+    assert code == 2 and "samples of shape (2, 4, 4), but the model takes (3, 4, 4)" in err

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", help="also save the confusion matrix as an image (PNG, SVG, PDF)")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="classify 28x28 images (PNG, PGM or idx)")
+    pr = sub.add_parser(
+        "predict", help="classify 28x28 images (PNG, PGM or idx), or --data rows (.npz, CSV, PNG)"
+    )
     pr.add_argument("model")
     pr.add_argument("files", nargs="+")
     pr.add_argument("--invert", action="store_true", help="dark digits on light ground")

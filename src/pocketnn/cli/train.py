@@ -148,6 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     def save_checkpoint() -> None:
         state, arrays = trainer.state()
         state.update(dataset=args.dataset, data=args.data, epochs=epochs, preset=preset, val=val)
+        state.update(classes=list(data.classes))
         state.update(split)
         save(out, model, training=state, extra_arrays=arrays, input_spec=spec)
 

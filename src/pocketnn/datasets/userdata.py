@@ -159,7 +159,9 @@ def _parse_int(text: str, path: Path, line: int, column: str) -> int:
         ) from None
 
 
-def _from_csv(path: Path, label_column: str, test_percent: int, seed: int) -> Dataset:
+def read_csv(path: Path, label_column: str, labelled: bool = True) -> tuple[np.ndarray, list]:
+    """Features (N, F) int64 and the label column's texts of a CSV with a header row; with
+    ``labelled=False`` the label column may be absent (its texts are then empty)."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
@@ -168,14 +170,13 @@ def _from_csv(path: Path, label_column: str, test_percent: int, seed: int) -> Da
     if not rows:
         raise DatasetError(f"{path}: empty file; expected a header row, then one sample per row")
     header = [name.strip() for name in rows[0]]
-    if label_column not in header:
+    if label_column not in header and labelled:
         raise DatasetError(
             f"{path}: no label column {label_column!r} in the header "
             f"(columns: {', '.join(header[:8])}{', ...' if len(header) > 8 else ''})"
         )
-    at = header.index(label_column)
-    features = [name for i, name in enumerate(header) if i != at]
-    if not features:
+    at = header.index(label_column) if label_column in header else -1
+    if len(header) - (at >= 0) == 0:
         raise DatasetError(f"{path}: no feature column besides the label {label_column!r}")
     labels, values = [], []
     for line, row in enumerate(rows[1:], start=2):
@@ -185,7 +186,7 @@ def _from_csv(path: Path, label_column: str, test_percent: int, seed: int) -> Da
             raise DatasetError(
                 f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
             )
-        labels.append(row[at].strip())
+        labels.append(row[at].strip() if at >= 0 else "")
         values.append(
             [_parse_int(cell, path, line, header[i]) for i, cell in enumerate(row) if i != at]
         )
@@ -197,6 +198,11 @@ def _from_csv(path: Path, label_column: str, test_percent: int, seed: int) -> Da
             f"{path}: feature values reach [{int(x.min())}, {int(x.max())}], beyond int16; "
             "scale the data to fit int16"
         )
+    return x, labels
+
+
+def _from_csv(path: Path, label_column: str, test_percent: int, seed: int) -> Dataset:
+    x, labels = read_csv(path, label_column)
     try:
         indices = [int(label) for label in labels]
     except ValueError:
@@ -216,7 +222,7 @@ def _from_csv(path: Path, label_column: str, test_percent: int, seed: int) -> Da
 # ---------------------------------------------------------------- image folders
 
 
-def _read_png(path: Path) -> np.ndarray:
+def read_png(path: Path) -> np.ndarray:
     """One PNG as uint8 (H, W) for grayscale or (3, H, W) for colour."""
     try:
         from PIL import Image, UnidentifiedImageError
@@ -256,7 +262,7 @@ def _read_classes(root: Path, classes: tuple[str, ...]) -> tuple[list[np.ndarray
         if not files:
             raise DatasetError(f"{folder}: class folder with no PNG image")
         for file in files:
-            image = _read_png(file)
+            image = read_png(file)
             if first is None:
                 first = (file, image.shape)
             elif image.shape != first[1]:

@@ -93,7 +93,6 @@ def run_ray(
         from ray.tune.schedulers import ASHAScheduler
     except ImportError:
         raise ImportError("--ray needs Ray: pip install 'pocketnn[ray]'") from None
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     by_name = {run.name: (run, path) for run, path in zip(runs, paths)}
 
     class Collect(tune.Callback):

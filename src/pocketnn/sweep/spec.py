@@ -90,15 +90,6 @@ class Spec:
     report_epochs: list[int] = field(default_factory=list)
     varying: list[str] = field(default_factory=list)
 
-    @property
-    def data_files(self) -> list[Path]:
-        """The local files and folders the runs read (``--data``), in order of first use."""
-        seen: dict[str, None] = {}
-        for run in self.runs:
-            if "data" in run.setting:
-                seen.setdefault(run.setting["data"])
-        return [Path(p) for p in seen]
-
 
 def _fail(path: Path, message: str) -> SpecError:
     return SpecError(f"{path}: {message}")

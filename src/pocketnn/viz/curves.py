@@ -46,11 +46,11 @@ def plot_curves(
             acc_ax.plot(epochs, accuracy, style, color=colour, marker=marker, ms=3, label=name)
             loss_ax.plot(epochs, loss, style, color=colour, marker=marker, ms=3, label=name)
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    loss_ax.set(xlabel="epoch", ylabel="L2 loss per sample", title="loss")
+    loss_ax.set(xlabel="epoch", ylabel="L2 loss per sample", title="loss", yscale="log")
     for ax in (acc_ax, loss_ax):
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    acc_ax.legend(fontsize=8, loc="lower right")
+    loss_ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
