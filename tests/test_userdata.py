@@ -341,3 +341,25 @@ def test_predict_reads_the_models_own_kind_of_samples(capsys, tmp_path):
     np.savez(tmp_path / "wrong.npz", x=x[:, :2])
     code, _, err = run(capsys, "predict", model_path, tmp_path / "wrong.npz")
     assert code == 2 and "samples of shape (2, 4, 4), but the model takes (3, 4, 4)" in err
+
+
+def test_resume_on_own_data_reaches_the_same_bits(capsys, tmp_path):
+    rng = np.random.default_rng(9)
+    x = rng.integers(-50, 51, (120, 4))
+    lines = ["a,b,c,d,kind"] + [f"{','.join(map(str, r))},{'ab'[int(r[0] > 0)]}" for r in x]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    common = ["--data", tmp_path / "d.csv", "--label-column", "kind", "--test-percent", 25]
+    common += ["--split-seed", 4, "--val", 10, "--seed", 3]
+    assert run(capsys, "train", *common, "--epochs", 4, "--out", tmp_path / "straight.npz")[0] == 0
+    assert run(capsys, "train", *common, "--epochs", 2, "--out", tmp_path / "r.npz")[0] == 0
+    resumed = ["--data", tmp_path / "d.csv", "--epochs", 4, "--resume", "--out", tmp_path / "r.npz"]
+    code, _, err = run(capsys, "train", *resumed)  # the split settings come from the file
+    assert code == 0, err
+    a, b = load_model_file(tmp_path / "straight.npz"), load_model_file(tmp_path / "r.npz")
+    for la, lb in zip(a.model.layers, b.model.layers):
+        np.testing.assert_array_equal(la.W, lb.W)
+    assert (
+        read_log(tmp_path / "straight.log.jsonl")[-1]["val_correct"]
+        == (read_log(tmp_path / "r.log.jsonl")[-1]["val_correct"])
+    )
+    assert b.training["classes"] == ["a", "b"] and b.training["test_percent"] == 25

@@ -5,11 +5,13 @@ sees them in."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..datasets import Dataset, load_dataset
+from ..datasets.split import split_validation
 from ..datasets.userdata import load_user_data
 from .errors import CLIError
 
@@ -61,6 +63,38 @@ def load_data(
 def data_name(args: argparse.Namespace) -> str:
     """What the data is called in logs and messages."""
     return args.dataset if args.data is None else str(args.data)
+
+
+def data_path(args: argparse.Namespace) -> str | None:
+    """``--data`` as an absolute path (how a model file records it), or None."""
+    return None if args.data is None else str(Path(args.data).resolve())
+
+
+class ModelArrays(NamedTuple):
+    """The training, validation (None without ``--val``) and test samples a model sees."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def model_arrays(
+    data: Dataset, input_shape: tuple[int, ...], val: int, split_seed: int, where: str
+) -> ModelArrays:
+    """``data`` in the model's input shape, ``val`` training samples held out (seeded by
+    ``split_seed``) for validation."""
+    x, y = data.train_images, data.train_labels
+    x_val = y_val = None
+    if val < 0 or val >= len(y):
+        raise CLIError(f"--val {val}: must lie in 0..{len(y) - 1}, the training samples")
+    if val:
+        x, y, x_val, y_val = split_validation(x, y, val, split_seed)
+        x_val = as_input(x_val, input_shape, where)
+    x_test = as_input(data.test_images, input_shape, where)
+    return ModelArrays(as_input(x, input_shape, where), y, x_val, y_val, x_test, data.test_labels)
 
 
 def as_input(x: np.ndarray, input_shape: tuple[int, ...], where: str) -> np.ndarray:

@@ -6,12 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..datasets.split import split_validation
 from ..io.model_file import load_checkpoint, load_model_file, save
 from ..nn.model import build_mlp
 from ..train.seeding import he_init
 from ..train.trainer import EpochResult, Trainer
-from .data import as_input, data_name, load_data, split_settings
+from .data import data_name, data_path, load_data, model_arrays, split_settings
 from .errors import CLIError
 from .presets import parse_arch, settings
 from .progress import ProgressBar, epoch_line
@@ -42,7 +41,7 @@ def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
     model, state, arrays = load_checkpoint(out)
     if not state:
         raise CLIError(f"--resume: {out} holds no training state")
-    if state.get("dataset") != args.dataset or state.get("data") != args.data:
+    if state.get("dataset") != args.dataset or state.get("data") != data_path(args):
         raise CLIError(
             f"--resume: {out} was trained on {state.get('dataset') or state.get('data')}, "
             f"not {data_name(args)}"
@@ -123,21 +122,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         trainer, epochs, preset = _fresh(args, spec.size, len(data.classes))
     model = trainer.model
-    split = split_settings(args, saved) if args.data is not None else {}
+    split = split_settings(args, saved)
+    if args.data is None:  # a named dataset has its own test set: only --val splits it
+        split = {"split_seed": split["split_seed"]}
     val = args.val if args.val is not None else (saved or {}).get("val", 0)
-    x_train, y_train = data.train_images, data.train_labels
-    x_val = y_val = None
-    if val:
-        if not 0 < val < len(y_train):
-            raise CLIError(f"--val {val}: must lie in 1..{len(y_train) - 1}, the training samples")
-        x_train, y_train, x_val, y_val = split_validation(
-            x_train, y_train, val, split.get("split_seed", 0)
-        )
-        x_val = as_input(x_val, model.input_shape, data_name(args))
-    elif val < 0:
-        raise CLIError(f"--val {val}: must be a number of samples >= 0")
-    x_train = as_input(x_train, model.input_shape, data_name(args))
-    x_test = as_input(data.test_images, model.input_shape, data_name(args))
+    arrays = model_arrays(data, model.input_shape, val, split["split_seed"], data_name(args))
     if not args.quiet:
         print(
             f"{data_name(args)}: {model!r}, {model.n_params} parameters, algorithm "
@@ -147,7 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def save_checkpoint() -> None:
         state, arrays = trainer.state()
-        state.update(dataset=args.dataset, data=args.data, epochs=epochs, preset=preset, val=val)
+        state.update(dataset=args.dataset, data=data_path(args), epochs=epochs, preset=preset)
+        state.update(val=val)
         state.update(classes=list(data.classes))
         state.update(split)
         save(out, model, training=state, extra_arrays=arrays, input_spec=spec)
@@ -167,13 +157,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = ProgressBar("training", not args.quiet)
     done_before = trainer.epoch
     trainer.fit(
-        x_train,
-        y_train,
+        arrays.x_train,
+        arrays.y_train,
         epochs,
-        x_test=x_test,
-        y_test=data.test_labels,
-        x_val=x_val,
-        y_val=y_val,
+        x_test=arrays.x_test,
+        y_test=arrays.y_test,
+        x_val=arrays.x_val,
+        y_val=arrays.y_val,
         on_epoch=on_epoch,
         progress=bar,
     )
@@ -183,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if last is not None and last.test_correct is not None:
         correct = last.test_correct  # the model is the one saved after that epoch
     else:
-        correct = model.count_correct(x_test, data.test_labels)
+        correct = model.count_correct(arrays.x_test, arrays.y_test)
     best = max(trainer.history, key=lambda r: r.test_correct or 0, default=None)
     print(
         f"test accuracy: {percent(correct, len(data.test_labels))} "
