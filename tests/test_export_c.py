@@ -106,11 +106,11 @@ def host_predict(exe, images, n_classes, input_type="uint8"):
     return table[:, :-1].astype(np.int64), table[:, -1].astype(np.int64)
 
 
-def host_train(exe, model, steps):
+def host_train(exe, model, steps, input_type="uint8"):
     """Run ``steps`` = [(images, labels, lr_inv), ...] in C: results and every parameter."""
     data = b"".join(
         struct.pack("<ii", len(labels), lr)
-        + np.ascontiguousarray(x, np.uint8).tobytes()
+        + np.ascontiguousarray(x, np.dtype(input_type).newbyteorder("=")).tobytes()
         + np.asarray(labels, np.uint8).tobytes()
         for x, labels, lr in steps
     )

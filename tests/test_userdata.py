@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_c import compile_host, host_predict
+from test_export_c import compile_host, host_predict, host_train
 
+from pocketnn import Trainer
 from pocketnn.cli import main
 from pocketnn.cli.logs import read_log
 from pocketnn.core.overflow import IntegerOverflowError
@@ -293,6 +294,17 @@ def test_int16_sensor_model_exports_and_runs_int16_inputs(tmp_path):
         else:
             np.testing.assert_array_equal(got, expected)
             assert cls == int(np.argmax(expected))
+    # on-device training takes int16 samples too: two DFA steps, every weight as in Python
+    export_c(tmp_path / "s.npz", tmp_path / "t", name="sensor", with_training=True)
+    exe = compile_host(tmp_path / "t" / "sensor.c", tmp_path / "t", "sensor", with_training=True)
+    x, y = arrays["x_train"].reshape(60, 6), arrays["y_train"]
+    steps = [(x[:20], y[:20], 1000), (x[20:40], y[20:40], 700)]
+    results, params = host_train(exe, saved.model, steps, "int16")
+    trainer = Trainer.load(tmp_path / "s.npz")
+    expected = [trainer.step(xs, ys, lr_inv=lr)[1] for xs, ys, lr in steps]
+    assert results == expected
+    for got, layer in zip(params[::2], trainer.model.layers):
+        np.testing.assert_array_equal(got, layer.W)
 
 
 @pytest.mark.gcc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from .errors import CLIError
@@ -28,5 +29,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         print(report(spec.runs, read_results(out, spec.runs), spec.report_epochs), end="")
         return 0
-    failed = run_sweep(spec, out, workers, args.ray)
+    try:
+        failed = run_sweep(spec, out, workers, args.ray)
+    except KeyboardInterrupt:
+        print(
+            f"pocketnn: sweep interrupted; finished runs are recorded in {out}/results.jsonl: "
+            "the same command resumes it",
+            file=sys.stderr,
+        )
+        return 130
     return 2 if failed else 0
