@@ -4,7 +4,8 @@
 
     [sweep]
     seeds = [1, 2, 3]          # every setting runs once per seed
-    search = "grid"            # or "random": `samples` settings drawn from [random]
+    search = "grid"            # or "random", with samples = N settings drawn from [random]
+                               # by the draws' own seed = N (default 0)
     out = "runs/lr"            # the sweep's folder (the command's --out overrides it)
 
     [train]                    # pocketnn train flags every run shares (dashes or underscores)
@@ -16,7 +17,8 @@
     lr_inv = [500, 1000, 2000]
     rounding = ["trunc", "stochastic"]
 
-    [random]                   # search = "random": each setting draws every key
+    [random]                   # instead of [grid] with search = "random": each setting
+                               # draws every key
     lr_inv = {low = 200, high = 4000}   # an integer, uniform in [low, high]
     batch_size = [10, 20, 50]            # one of the values
 
@@ -88,7 +90,6 @@ class Spec:
     out: Path | None
     early_stopping: dict[str, int] | None
     report_epochs: list[int] = field(default_factory=list)
-    varying: list[str] = field(default_factory=list)
 
 
 def _fail(path: Path, message: str) -> SpecError:
@@ -196,7 +197,6 @@ def load_spec(path: str | Path) -> Spec:
         _ints(path, "[report] epochs", doc["report"]["epochs"], positive=True)
         if "epochs" in doc.get("report", {})
         else [],
-        varying,
     )
 
 
