@@ -25,10 +25,11 @@ import numpy as np
 from ..core.context import Context, current, using
 from ..engines import accelerated_step
 from ..engines.blas import single_thread_blas
+from ..nn.layers import Layer
 from ..nn.losses import TARGET_VALUE, l2_loss, one_hot
 from ..nn.model import Sequential
 from .optimizer import IntegerSGD, Update
-from .rules import DFA, RULES, Backprop, LearningRule
+from .rules import DFA, RULES, Backprop, LearningRule, StepState
 from .seeding import seeded_order
 
 ALGORITHMS = tuple(RULES)
@@ -111,7 +112,7 @@ class Trainer:
     model : the network; training starts from its current weights (all zero when fresh)
     rule : ``"dfa"`` (direct feedback alignment), ``"bp"`` (integer backprop) or a
         :class:`~pocketnn.train.rules.LearningRule` object
-    lr_inv, lr_double_every, rounding, decay_inv : the optimizer's settings (see
+    lr_inv, lr_double_every, rounding, decay_inv, grad_bits : the optimizer's settings (see
         :class:`~pocketnn.train.optimizer.IntegerSGD`), used when ``optimizer`` is None
     optimizer : an optimizer object instead (its seed is the trainer's)
     batch_size : samples per step (the last batch of an epoch may be smaller)
@@ -141,6 +142,7 @@ class Trainer:
         lr_double_every: int = 10,
         rounding: str = "trunc",
         decay_inv: int = 0,
+        grad_bits: int = 0,
         optimizer: IntegerSGD | None = None,
         target_value: int = TARGET_VALUE,
         seed: int = 0,
@@ -165,6 +167,7 @@ class Trainer:
                 rounding=rounding,
                 decay_inv=decay_inv,
                 seed=self.seed,
+                grad_bits=grad_bits,
             )
         else:
             optimizer.seed = self.seed
@@ -261,22 +264,22 @@ class Trainer:
         self, x: np.ndarray, targets: np.ndarray, lr_inv: int, rng: np.random.Generator | None
     ) -> tuple[int, int]:
         model, optimizer = self.model, self.optimizer
-        output, caches = model.forward(x)
+        outputs: list[np.ndarray] | None = [] if self.rule.needs_outputs else None
+        output, caches = model.forward(x, outputs)
         loss, error = l2_loss(output, targets)
         correct = int(np.count_nonzero(output.argmax(axis=1) == targets.argmax(axis=1)))
         pending: list[Update] = []
 
-        def update(i: int, delta: np.ndarray) -> Mapping[str, np.ndarray]:
-            layer = model.layers[i]
+        def update(layer: Layer, cache: Any, delta: np.ndarray) -> Mapping[str, np.ndarray]:
             params = layer.parameters()
             updates = [
-                optimizer.propose(i, params[g.name], g, layer.weight_clamp, lr_inv, rng)
-                for g in layer.gradient(delta, caches[i])
+                optimizer.propose(layer.name, params[g.name], g, layer.weight_clamp, lr_inv, rng)
+                for g in layer.gradient(delta, cache)
             ]
             pending.extend(updates)
             return NewParameters(params, updates)
 
-        self.rule.backward(model, caches, error, update)
+        self.rule.backward(StepState(model, caches, error, targets, outputs), update)
         for u in pending:  # every check passed: now write
             u.commit()
         return loss, correct
@@ -391,23 +394,21 @@ class Trainer:
         overflow: str | None = None,
     ) -> Trainer:
         """Rebuild a trainer from :meth:`state` so that training resumes to the same bits."""
-        rule = settings["algorithm"]
-        feedback = None
-        if rule == "dfa":
-            feedback = [arrays[f"feedback{i}"] for i in range(len(arrays))]
+        name = settings["algorithm"]
+        if name not in RULES:
+            raise ValueError(f"unknown rule {name!r} in the training state")
         trainer = cls(
             model,
-            rule=rule,
+            rule=RULES[name].restore(settings, arrays),
             lr_inv=settings["lr_inv"],
             batch_size=settings["batch_size"],
             lr_double_every=settings["lr_double_every"],
             rounding=settings.get("rounding", "trunc"),
             decay_inv=settings.get("decay_inv", 0),
+            grad_bits=settings.get("grad_bits", 0),
             target_value=settings["target_value"],
             seed=settings["seed"],
-            feedback=feedback,
             sample_order=sample_order,
-            bp_updated_weights=settings.get("bp_updated_weights", True),
             engine=engine,
             overflow=overflow,
         )
