@@ -186,7 +186,7 @@ def test_cli_trains_a_cnn_with_validation_and_resumes(tmp_path, capsys):
         "--quiet",
     ]
     assert main([*common, "--epochs", "1"]) == 0
-    assert "validation-selected epoch 1" in capsys.readouterr().out
+    assert "best validation accuracy" in capsys.readouterr().out
     assert (
         main(
             [

@@ -44,6 +44,8 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 IMAGE_SHAPE = (1, 28, 28)
 """The shape of an MNIST or Fashion-MNIST image, as a CNN takes it."""
+OWN_DATA_EPOCHS = 20
+"""Epochs of a run on ``--data``; the preset's other settings are MNIST's."""
 PAPER_DEFAULTS = {
     "activation": "pocket_tanh",
     "output_activation": None,
@@ -64,10 +66,12 @@ PAPER_DEFAULTS = {
 
 
 def settings(args: argparse.Namespace) -> dict:
-    """Resolve preset then explicit flags into one dict of hyperparameters."""
+    """Resolve preset then explicit flags into one dict of hyperparameters (``arch`` is
+    None for ``--data`` without ``--arch``: the data's widths decide it)."""
     dataset = args.dataset
-    preset = PRESETS[args.preset or "paper"][dataset]
-    merged = {**PAPER_DEFAULTS, "arch": PAPER_ARCHS[dataset], **preset}
+    presets = PRESETS[args.preset or "paper"]
+    preset = presets.get(dataset) or dict(presets["mnist"], epochs=OWN_DATA_EPOCHS)
+    merged = {**PAPER_DEFAULTS, "arch": PAPER_ARCHS.get(dataset), **preset}
     for key in list(merged):
         value = getattr(args, key, None)
         if value is not None:

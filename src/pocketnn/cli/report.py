@@ -47,7 +47,7 @@ def describe(model: Sequential, state: dict | None) -> str:
         lines.append(text)
     if state:
         lines.append(
-            f"training: {state.get('algorithm')} on {state.get('dataset')}, "
+            f"training: {state.get('algorithm')} on {state.get('dataset') or state.get('data')}, "
             f"{state.get('epoch')} epochs done, seed {state.get('seed')}, "
             f"batch {state.get('batch_size')}, lr_inv {state.get('lr_inv')}"
         )

@@ -39,7 +39,12 @@ ALGORITHMS = tuple(RULES)
 
 @dataclass
 class EpochResult:
-    """What one epoch measured. Counts are integers; only ``seconds`` is a float (wall time)."""
+    """What one epoch measured. Counts are integers; only ``seconds`` is a float (wall time).
+
+    ``loss`` is the training loss summed over the epoch's steps (each batch before its
+    update); ``test_loss`` and ``val_loss`` are the L2 loss of the model after the epoch,
+    summed over the test and validation samples (None when not evaluated).
+    """
 
     epoch: int
     lr_inv: int
@@ -49,8 +54,10 @@ class EpochResult:
     test_correct: int | None
     test_total: int | None
     seconds: float
+    test_loss: int | None = None
     val_correct: int | None = None
     val_total: int | None = None
+    val_loss: int | None = None
 
 
 class NewParameters(Mapping):
@@ -319,6 +326,15 @@ class Trainer:
         with using(self.context):
             return self.model.count_correct(x, labels)
 
+    def evaluate(self, x: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+        """``(correct, loss)`` on ``(x, labels)``: the samples classified as their label and
+        the summed L2 loss against the one-hot targets, from one pass of the model."""
+        with using(self.context):
+            scores = self.model.scores(x)
+        correct = int(np.count_nonzero(scores.argmax(axis=1) == np.asarray(labels)))
+        loss, _ = l2_loss(scores, one_hot(labels, self.model.n_classes, self.target_value))
+        return correct, loss
+
     def fit(
         self,
         x: np.ndarray,
@@ -335,11 +351,11 @@ class Trainer:
     ) -> list[EpochResult]:
         """Train until ``epochs`` epochs are complete (counting any already done).
 
-        After each epoch the validation and test sets, if given, are scored and ``on_epoch``
-        is called (the place to save a checkpoint or write a log line). Everything decided
-        during the run (the optimizer's plateau schedule, ``early_stop`` after that many
-        epochs without a better validation score) is decided on validation, never on the
-        test set. Returns the whole history.
+        After each epoch the validation and test sets, if given, are evaluated (accuracy
+        and loss) and ``on_epoch`` is called (the place to save a checkpoint or write a log
+        line). Everything decided during the run (the optimizer's plateau schedule,
+        ``early_stop`` after that many epochs without a better validation score) is
+        decided on validation, never on the test set. Returns the whole history.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -348,11 +364,11 @@ class Trainer:
         while self.epoch < epochs and not self.stopped_early(early_stop):
             result = self.train_epoch(x, labels, progress)
             if x_val is not None and y_val is not None:
-                result.val_correct = self.score(x_val, y_val)
+                result.val_correct, result.val_loss = self.evaluate(x_val, y_val)
                 result.val_total = len(y_val)
                 self.optimizer.end_epoch(result.epoch, result.val_correct)
             if x_test is not None and y_test is not None:
-                result.test_correct = self.score(x_test, y_test)
+                result.test_correct, result.test_loss = self.evaluate(x_test, y_test)
                 result.test_total = len(y_test)
             self.history.append(result)
             if on_epoch is not None:
