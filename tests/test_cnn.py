@@ -16,6 +16,16 @@ from pocketnn.train.seeding import spread_init
 SHAPE = (1, 28, 28)
 
 
+RECIPE = dict(  # the cnn preset's optimiser settings
+    lr_inv=32,
+    batch_size=32,
+    grad_bits=8,
+    lr_double_every=0,
+    rounding="stochastic",
+    target_value=32,
+)
+
+
 def small_cnn(seed: int = 1, x=None):
     model = build("c4k3-p2-c8k3s2-f16-10", SHAPE)
     spread_init(model, seed)
@@ -63,17 +73,7 @@ def test_every_rule_trains_a_cnn_deterministically_and_resumes_to_the_same_bits(
     rule, mnist, tmp_path
 ):
     x, y = mnist.train_images[:600], mnist.train_labels[:600]
-    kwargs = dict(
-        rule=rule,
-        lr_inv=32,
-        batch_size=32,
-        grad_bits=8,
-        lr_double_every=0,
-        rounding="stochastic",
-        target_value=32,
-        seed=3,
-        augment=Augment(SHAPE, 1, True),
-    )
+    kwargs = dict(RECIPE, rule=rule, seed=3, augment=Augment(SHAPE, 1, True))
     runs = []
     for _ in range(2):
         model = small_cnn(x=x)
@@ -98,17 +98,7 @@ def test_backprop_trains_a_small_cnn_on_real_mnist(mnist):
     """A 10,000-image epoch of integer backprop through scaling layers: well above chance."""
     x, y = mnist.train_images[:10000], mnist.train_labels[:10000]
     model = small_cnn(x=x)
-    trainer = Trainer(
-        model,
-        rule="bp",
-        lr_inv=32,
-        batch_size=32,
-        grad_bits=8,
-        lr_double_every=0,
-        rounding="stochastic",
-        target_value=32,
-        seed=1,
-    )
+    trainer = Trainer(model, rule="bp", seed=1, **RECIPE)
     trainer.fit(x, y, 1)
     assert trainer.score(mnist.test_images, mnist.test_labels) > 6000  # chance: 1,000
 

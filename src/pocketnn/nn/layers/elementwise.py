@@ -10,7 +10,6 @@ depends on the batch's values only: deterministic, and exact where no shift is n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,6 +32,18 @@ def _shape_check(name: str, shape) -> tuple[int, ...]:
     return shape
 
 
+class ShapePreserving(Parameterless):
+    """A parameter-free element-wise layer: output shape = input shape = ``config.shape``."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self._cfg.shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self._cfg.shape
+
+
 @dataclass(frozen=True)
 class ScaleConfig(LayerConfig):
     shape: tuple[int, ...]
@@ -52,7 +63,7 @@ def shrink_error(error: np.ndarray, bits: int) -> np.ndarray:
     return trunc_div(error, 1 << shift) if shift else error
 
 
-class Scale(Parameterless):
+class Scale(ShapePreserving):
     """``y = clamp(z / divisor, -bound, bound)``, truncating; ``divisor`` is usually
     :func:`scale_divisor` of the layer below's fan-in."""
 
@@ -76,18 +87,6 @@ class Scale(Parameterless):
             name, _shape_check(name, shape), int(divisor), int(bound), int(error_bits)
         )
         self._dtype = signed_dtype_for(self._cfg.bound)
-
-    @property
-    def config(self) -> ScaleConfig:
-        return self._cfg
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self._cfg.shape
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return self._cfg.shape
 
     def _scaled(self, z: np.ndarray) -> np.ndarray:
         return clamp(trunc_div(z, self._cfg.divisor), -self._cfg.bound, self._cfg.bound)
@@ -121,7 +120,7 @@ class ActivationConfig(LayerConfig):
     fan_in: int = 1
 
 
-class ActivationLayer(Parameterless):
+class ActivationLayer(ShapePreserving):
     """An element-wise activation as a layer of its own: ``(y, g) = f(z, fan_in)``; the delta
     is ``error / g`` (truncating), passed unchanged to the layer below."""
 
@@ -146,18 +145,6 @@ class ActivationLayer(Parameterless):
     def activation_name(self) -> str:
         return self.function.name
 
-    @property
-    def config(self) -> ActivationConfig:
-        return self._cfg
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self._cfg.shape
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return self._cfg.shape
-
     def forward(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y, g = self.function(a, self._cfg.fan_in)
         return y.astype(self._dtype), g
@@ -170,6 +157,3 @@ class ActivationLayer(Parameterless):
 
     def backward(self, delta, cache, params=None) -> np.ndarray:
         return delta
-
-    def set_parameters(self, params: Mapping[str, np.ndarray]) -> None:
-        super().set_parameters(params)

@@ -19,9 +19,14 @@ from .base import Gradient, LayerConfig
 
 
 class Parameterless:
-    """What every layer without parameters shares."""
+    """What every layer without parameters shares (its typed config lives in ``_cfg``)."""
 
     name: str
+    _cfg: LayerConfig
+
+    @property
+    def config(self) -> LayerConfig:
+        return self._cfg
 
     @property
     def weight_clamp(self) -> int:
@@ -63,7 +68,15 @@ class PoolCache(NamedTuple):
     batch: int
 
 
-class _Pool(Parameterless):
+class ImageInput(Parameterless):
+    """A parameter-free layer whose input is an image ``(channels, height, width)``."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self._cfg.channels, self._cfg.height, self._cfg.width)
+
+
+class _Pool(ImageInput):
     """Non-overlapping ``size x size`` windows; a border that does not fill a window is
     dropped (as PyTorch does) and gets no error back."""
 
@@ -73,14 +86,6 @@ class _Pool(Parameterless):
             raise ValueError(f"{name}: pool size {size} is larger than its input {height}x{width}")
         self.name = name
         self._cfg = PoolConfig(name, int(channels), int(height), int(width), int(size))
-
-    @property
-    def config(self) -> PoolConfig:
-        return self._cfg
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (self._cfg.channels, self._cfg.height, self._cfg.width)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -150,7 +155,7 @@ class FlattenConfig(LayerConfig):
     width: int
 
 
-class Flatten(Parameterless):
+class Flatten(ImageInput):
     """``(N, C, H, W)`` -> ``(N, C * H * W)``, in (c, y, x) order."""
 
     type_name: ClassVar[str] = "Flatten"
@@ -159,14 +164,6 @@ class Flatten(Parameterless):
         _check_positive(name, channels=channels, height=height, width=width)
         self.name = name
         self._cfg = FlattenConfig(name, int(channels), int(height), int(width))
-
-    @property
-    def config(self) -> FlattenConfig:
-        return self._cfg
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (self._cfg.channels, self._cfg.height, self._cfg.width)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
