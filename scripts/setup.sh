@@ -15,7 +15,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 if [ "$dev" = 1 ]; then
-  .venv/bin/python -m pip install --quiet -e ".[fast,test,images]"
+  .venv/bin/python -m pip install --quiet -e ".[fast,test,images,plot,ray]"
   if [ -f .ci/install-arm.sh ]; then
     bash .ci/install-arm.sh
   fi

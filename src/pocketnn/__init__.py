@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .core.context import configure
 from .core.overflow import IntegerOverflowError
 from .datasets import load_dataset
-from .io.model_file import ModelFileError, load, load_checkpoint, save
+from .io.model_file import ModelFileError, load, load_checkpoint, load_model_file, save
 from .nn.layers import Dense
 from .nn.model import Sequential, build_mlp
 from .train.optimizer import IntegerSGD
@@ -37,5 +37,6 @@ __all__ = [
     "load",
     "load_checkpoint",
     "load_dataset",
+    "load_model_file",
     "save",
 ]

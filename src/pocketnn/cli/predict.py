@@ -1,4 +1,4 @@
-"""The ``predict`` command: classify image files with a saved model."""
+"""The ``predict`` command: classify image files (or rows of a user's data) with a saved model."""
 
 from __future__ import annotations
 
@@ -6,23 +6,37 @@ import argparse
 from pathlib import Path
 
 from ..datasets import CLASSES
-from ..io.model_file import load_checkpoint
+from ..io.model_file import load_model_file
+from .data import as_input
 from .images import read_images
 from .presets import PAPER_ARCHS
+from .samples import SUFFIXES, read_samples
+
+PIXEL_MODEL = ("uint8", (28, 28))
+"""What a model trained on MNIST or Fashion-MNIST takes: it reads PGM, PNG and idx files."""
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Print one ``file: class (name)`` line per image; ``file[i]`` for files of several."""
-    model, state, _ = load_checkpoint(args.model)
-    classes = None
-    if state and state.get("dataset") in PAPER_ARCHS:
+    """Print one ``file: class (name)`` line per sample; ``file[i]`` for files of several."""
+    model, state, _, spec = load_model_file(args.model)
+    state = state or {}
+    classes = state.get("classes")
+    if state.get("dataset") in PAPER_ARCHS:
         classes = CLASSES[state["dataset"]]
+    pixels = (spec.dtype, spec.shape) == PIXEL_MODEL or spec.shape == model.input_shape == (784,)
     for name in args.files:
-        images = read_images(Path(name))
-        if args.invert:
-            images = 255 - images
-        for i, cls in enumerate(model.predict(images)):
-            label = f" ({classes[cls]})" if classes else ""
+        path = Path(name)
+        if pixels and path.suffix.lower() not in (".npz", ".csv"):
+            images = read_images(path)
+            if args.invert:
+                images = 255 - images
+        elif path.suffix.lower() in SUFFIXES:
+            images = read_samples(path, spec, state.get("label_column", "label"))
+        else:
+            raise ValueError(f"{path}: give an .npz, a .csv or a .png file to this model")
+        x = as_input(images, model.input_shape, name)
+        for i, cls in enumerate(model.predict(x)):
+            label = f" ({classes[cls]})" if classes and cls < len(classes) else ""
             where = f"{name}[{i}]" if images.shape[0] > 1 else name
             print(f"{where}: {cls}{label}")
     return 0

@@ -101,13 +101,15 @@ def dfa_plan(model, rule, optimizer, lr_inv: int) -> Plan | None:
     """The tables of a covered DFA configuration, or None where the layered step must run.
 
     Covered: the :class:`~pocketnn.train.rules.DFA` rule with the plain
-    :class:`~pocketnn.train.optimizer.IntegerSGD` (no weight decay) and ``lr_inv <=
-    INT32_MAX``, on a model :func:`model_plan` covers with two or more layers, and one
+    :class:`~pocketnn.train.optimizer.IntegerSGD` (no weight decay, no ``grad_bits``) and
+    ``lr_inv <= INT32_MAX``, on a model :func:`model_plan` covers with two or more layers, and one
     feedback dtype of at most 32 bits; together with the tables' bound of
     :data:`OUTPUT_BOUND` these keep every int64 sum exact and every divisor within
     :func:`magic`'s range. The caller checks its input.
     """
-    if type(rule) is not DFA or type(optimizer) is not IntegerSGD or optimizer.decay_inv:
+    if type(rule) is not DFA or type(optimizer) is not IntegerSGD:
+        return None
+    if optimizer.decay_inv or optimizer.grad_bits:
         return None
     if len(model.layers) < 2 or lr_inv > INT32_MAX:
         return None

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..nn.model import Sequential
 from .c import export_c
+from .chips import fit_verdict
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 """Start-up code, linker script and test drivers shipped with pocketnn."""
@@ -290,7 +291,10 @@ class FootprintReport:
             f"| {b.data:,} | {b.bss:,} | {b.stack:,} |"
             for b in self.builds
         ]
-        return "\n".join([head, *rows])
+        verdicts = [
+            f"- {fit_verdict(f'{self.model} {b.label}', b.flash, b.ram)}" for b in self.builds
+        ]
+        return "\n".join([head, *rows, "", *verdicts])
 
     __str__ = to_markdown
 
