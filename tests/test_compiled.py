@@ -314,3 +314,21 @@ def test_the_thread_count_is_a_command_line_setting(capsys):
 
     assert main(["--threads", "0", "info", "missing.npz"]) == 2
     assert "threads must be an integer in [1, 8], got 0" in capsys.readouterr().err
+
+
+def test_augmented_and_normalised_runs_give_the_reference_bits(mnist):
+    """Under augmentation the epoch runs step by step (each batch is shifted first), and
+    with grad_bits the layered step runs: both as the reference engine computes them."""
+    from pocketnn.train.augment import Augment
+
+    x, y = mnist.train_images[:600], mnist.train_labels[:600]
+    runs = []
+    for engine in ("compiled", "int"):
+        got = []
+        for kwargs in ({"augment": Augment((1, 28, 28), shift=2)}, {"grad_bits": 12}):
+            model = build_mlp([784, 20, 10])
+            trainer = Trainer(model, seed=3, engine=engine, **kwargs)
+            got.append(([r.loss for r in trainer.fit(x, y, 1)], model.layers[0].W.copy()))
+        runs.append(got)
+    for (loss, w), (ref_loss, ref_w) in zip(*runs):
+        assert loss == ref_loss and np.array_equal(w, ref_w)
