@@ -128,7 +128,10 @@ class LayeredGenerator:
 extern "C" {{
 #endif
 
-#define {P}_N_INPUTS {m.dims[0]}  /* uint8_t inputs, e.g. pixels 0..255, in (c, y, x) order */
+typedef uint8_t {p}_input_t;  /* pixels 0..255 */
+#define {P}_INPUT_MIN (0)
+#define {P}_INPUT_MAX 255
+#define {P}_N_INPUTS {m.dims[0]}  /* {p}_input_t inputs, in (c, y, x) order */
 #define {P}_INPUT_CHANNELS {shape[0]}
 #define {P}_INPUT_HEIGHT {shape[1]}
 #define {P}_INPUT_WIDTH {shape[2]}
@@ -150,13 +153,13 @@ extern "C" {{
  * Run the network on one input: writes the {P}_N_CLASSES integer scores (the last layer's
  * output) and returns {P}_OK, or {P}_ERR_OVERFLOW.
  */
-int {p}_scores(const uint8_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]);
+int {p}_scores(const {p}_input_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]);
 
 /*
  * Classify one input: writes the scores as {p}_scores does and returns the class with the
  * highest score (the first one on ties), or {P}_ERR_OVERFLOW.
  */
-int {p}_predict(const uint8_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]);
+int {p}_predict(const {p}_input_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]);
 
 #ifdef __cplusplus
 }}
@@ -405,7 +408,8 @@ static {result} {s.ident}_forward(const {s.in_type} in[{s.n_in}], {s.out_type} o
             else:
                 calls.append(f"    {call};")
         return f"""\
-int {self.p}_scores(const uint8_t input[{self.P}_N_INPUTS], int32_t scores[{self.P}_N_CLASSES])
+int {self.p}_scores(const {self.p}_input_t input[{self.P}_N_INPUTS],
+{" " * (len(self.p) + 11)}int32_t scores[{self.P}_N_CLASSES])
 {{
 {chr(10).join(calls)}
     return {self.P}_OK;
@@ -414,7 +418,7 @@ int {self.p}_scores(const uint8_t input[{self.P}_N_INPUTS], int32_t scores[{self
     def predict(self) -> str:
         P = self.P
         return f"""\
-int {self.p}_predict(const uint8_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES])
+int {self.p}_predict(const {self.p}_input_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES])
 {{
     int c, best = 0;
     const int status = {self.p}_scores(input, scores);
