@@ -63,7 +63,7 @@ def compare(packages: dict, engine: str, dims: list[int], data, rounds: int) -> 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--baseline", required=True, type=Path, help="the other revision's src/")
-    p.add_argument("--engines", default="fused,blas,int")
+    p.add_argument("--engines", default="compiled,fused,blas,int")
     p.add_argument("--rounds", type=int, default=24)
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))

@@ -1,10 +1,11 @@
 """Where the resident memory of a training run goes, stage by stage.
 
-    python benchmarks/memory_profile.py [--engine fused|blas|int]
+    python benchmarks/memory_profile.py [--engine compiled|fused|blas|int]
 
 Prints VmRSS and VmHWM (peak) from /proc/self/status after each stage of one MNIST
-paper-network epoch with evaluation: interpreter + numpy, dataset, numba (fused only), the
-first training step, the epoch, the test pass.
+paper-network epoch with evaluation: interpreter + numpy, dataset, the engine's compiled
+code (numba for fused, the C kernels for compiled), the first training step, the epoch,
+the test pass.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def main() -> None:
         import pocketnn.engines.fused  # noqa: F401  (imports numba)
 
         stages.append(("numba imported", rss_mb()))
+    if engine == "compiled":
+        from pocketnn.engines.compiled.build import library
+
+        library()
+        stages.append(("C kernels loaded", rss_mb()))
     model = pocketnn.build_mlp([784, 100, 50, 10])
     trainer = pocketnn.Trainer(model, seed=1)
     with pocketnn.configure(engine=engine):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up pocketnn on a fresh machine: a virtual environment in .venv with the package,
-# and the real MNIST and Fashion-MNIST files fetched, verified and cached.
+# the real MNIST and Fashion-MNIST files fetched, verified and cached, and the compiled
+# engine's kernels built once (so the first epoch compiles nothing).
 #   bash scripts/setup.sh          # to train and run models
 #   bash scripts/setup.sh --dev    # also test tools and the ARM cross-compiler + emulator
 set -euo pipefail
@@ -14,7 +15,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 if [ "$dev" = 1 ]; then
-  .venv/bin/python -m pip install --quiet -e ".[fast,test,images]"
+  .venv/bin/python -m pip install --quiet -e ".[fast,test,images,plot,ray]"
   if [ -f .ci/install-arm.sh ]; then
     bash .ci/install-arm.sh
   fi
@@ -22,3 +23,9 @@ else
   .venv/bin/python -m pip install --quiet -e ".[fast]"
 fi
 .venv/bin/python -m pocketnn.datasets fetch mnist fashion-mnist
+# The default engine's C kernels, built with the host's C compiler into the kernel cache;
+# without a compiler pocketnn runs the fused (numba) or blas engine instead.
+if ! .venv/bin/python -m pocketnn.engines.compiled; then
+  echo "setup: the compiled engine's kernels were not built (see above); pocketnn uses" \
+    "the fused or blas engine (apt-get install gcc, then run this script again)" >&2
+fi

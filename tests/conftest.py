@@ -3,9 +3,10 @@
 Tiers, by marker (see pyproject.toml): the fast tier runs on synthetic data alone
 (``pytest -m "not real_data and not slow"``); ``real_data`` needs MNIST (``scripts/setup.sh``
 fetches it), ``numba`` the fast extra, ``gcc`` a host C compiler, ``arm`` the Cortex-M
-cross-compiler and qemu. A test whose tool is missing is skipped on a developer's machine;
-with ``POCKETNN_REQUIRE_ALL=1`` (set by ``.ci/run``) every skip is a failure instead, so CI
-never passes by skipping.
+cross-compiler and qemu, ``ray`` the ray extra (its test starts a local Ray cluster). A
+test whose tool is missing is skipped on a developer's machine; with
+``POCKETNN_REQUIRE_ALL=1`` (set by ``.ci/run``) every skip is a failure instead, so CI never
+passes by skipping.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ TOOLS = {  # marker -> what must be present, and how to get it
         lambda: all(shutil.which(t) for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
         "bash .ci/install-arm.sh",
     ),
+    "ray": (lambda: importlib.util.find_spec("ray") is not None, "pip install 'pocketnn[ray]'"),
 }
 REAL_DATA_FIXTURES = {"mnist", "mnist_model_file"}
 

@@ -113,7 +113,12 @@ def test_a_table_computes_what_its_function_computes(values, fan_in):
     """The fused engine reads the table: clip(z / divisor) then look up, flat outside."""
     z = np.array(values, dtype=np.int64)
     tabulated = [a for a in ACTIVATIONS.values() if a.table is not None]
-    assert {a.name for a in tabulated} == {"pocket_tanh", "pocket_sigmoid", "pocket_relu8bit"}
+    assert {a.name for a in tabulated} == {
+        "pocket_tanh",
+        "pocket_sigmoid",
+        "pocket_relu8bit",
+        "leaky_relu8",
+    }
     for activation in tabulated:
         t = activation.table
         x = np.clip(trunc_div(z, t.divisor(fan_in)), t.low, t.high) - t.low
@@ -128,3 +133,10 @@ def test_every_element_wise_activation_carries_its_c_code():
         if exportable:
             assert f"static int32_t {activation.name}(" in activation.c_source
             assert activation.c_call.startswith(activation.name + "(")
+
+
+def test_leaky_relu8_pieces():
+    leaky = get_activation("leaky_relu8")
+    y, g = leaky(np.array([-1000, -128, -127, -5, -4, -1, 0, 1, 127, 128, 5000]), 1)
+    assert y.tolist() == [-31, -31, -31, -1, -1, 0, 0, 1, 127, 127, 127]
+    assert g.tolist() == [127, 127, 4, 4, 4, 4, 1, 1, 1, 127, 127]

@@ -34,7 +34,7 @@ def cli_line(capsys, *argv) -> str:
     "flags, fragment",
     [
         (["--arch", "٧٨٤-10-10"], "--arch must look like"),  # Arabic-Indic digits
-        (["--arch", "784-1_0-10"], "--arch must look like"),
+        (["--arch", "784-1_0-10"], "--arch 784-1_0-10: 784: not a layer"),
         (["--epochs", "٣"], "invalid int value: '٣'"),
         (["--seed", "1_000"], "invalid int value"),
         (["--batch-size", " 20"], "invalid int value"),

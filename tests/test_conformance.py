@@ -24,12 +24,18 @@ from pocketnn import IntegerOverflowError, Trainer, build_mlp, configure
 from pocketnn.core.arith import FLOAT64_EXACT, INT32_EXACT, INT64_MAX, magnitude
 from pocketnn.core.products import exact_matmul, matmul
 from pocketnn.nn.layers import Dense
+from pocketnn.nn.layers.dense import DenseCache
 from pocketnn.nn.losses import one_hot
 from pocketnn.nn.model import Sequential
 from pocketnn.train.optimizer import IntegerSGD
 from pocketnn.train.seeding import he_init
 
-ENGINES = [pytest.param("fused", marks=pytest.mark.numba), "blas", "int"]
+ENGINES = [
+    pytest.param("compiled", marks=pytest.mark.gcc),
+    pytest.param("fused", marks=pytest.mark.numba),
+    "blas",
+    "int",
+]
 REFERENCE = "int"
 
 
@@ -178,8 +184,8 @@ def test_dense_gradient_and_update_match_the_plain_formula(
     layer.set_params(w0, np.zeros((1, n_out), dtype=np.int64))
     optimizer = IntegerSGD(lr_inv=lr_inv, decay_inv=decay_inv)
     with configure(engine=engine):
-        grads = layer.gradient(delta, layer.forward(a)[1])
-        update = optimizer.propose(0, layer.W, grads[0], clamp, lr_inv, None)
+        grads = layer.gradient(delta, DenseCache(a, np.ones_like(delta)))
+        update = optimizer.propose("fc", layer.W, grads[0], clamp, lr_inv, None)
     new = layer.W.astype(np.int64).copy()
     new[slice(None) if update.rows is None else update.rows] = update.values
     assert new.tolist() == expected

@@ -94,8 +94,21 @@ def test_int_engine_has_no_float_anywhere(mnist, tmp_path, algorithm):
         "l2_loss",
         "save",
         "load_checkpoint",
-        "count_correct",
+        "evaluate",  # the test set's accuracy and loss after each epoch
+        "scores",
     } <= frames
+    assert found == []
+
+
+@pytest.mark.gcc
+@pytest.mark.parametrize("algorithm", ["dfa", "bp"])
+def test_compiled_engine_has_no_float_anywhere(mnist, tmp_path, algorithm):
+    """Its Python side passes integer arrays only (its C is audited in test_compiled.py);
+    backprop, which it does not cover, runs the layered step with integer products."""
+    with configure(engine="compiled", overflow="wrap"):
+        found, frames = audit(training_session(mnist, tmp_path, algorithm))
+    assert {"train_epoch", "scores", "save"} <= frames
+    assert ("_layered_step" in frames) == (algorithm == "bp")
     assert found == []
 
 

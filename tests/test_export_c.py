@@ -66,6 +66,11 @@ def build_host(
     """Generate C for ``model`` and build the host driver around it (strict C99 flags)."""
     workdir.mkdir(parents=True, exist_ok=True)
     _, source = export_c(model, workdir, name, with_training, feedback, max_batch)
+    return compile_host(source, workdir, name, with_training, sanitize)
+
+
+def compile_host(source, workdir, name="model", with_training=False, sanitize=False):
+    """Build the host driver around the generated ``source`` (strict C99 flags)."""
     exe = workdir / "host"
     flags = ["-fsanitize=undefined", "-fno-sanitize-recover=all"] if sanitize else []
     objs = []
@@ -92,19 +97,26 @@ def build_host(
     return exe
 
 
-def host_predict(exe, images, n_classes):
-    """Scores (N, n_classes) and NAME_predict results (N,) from the host build."""
-    images = np.ascontiguousarray(images, dtype=np.uint8)
+def compile_strictest(source, obj):
+    """Compile generated C on its own with the strictest flags, -Wconversion included."""
+    warnings = ("-Wconversion", "-Wshadow", "-Wstrict-prototypes", "-Wmissing-prototypes")
+    run_tool(["gcc", *STRICT_FLAGS, *warnings, "-c", source, "-o", obj])
+
+
+def host_predict(exe, images, n_classes, input_type="uint8"):
+    """Scores (N, n_classes) and NAME_predict results (N,) from the host build, the inputs
+    sent as the generated code's ``NAME_input_t``."""
+    images = np.ascontiguousarray(images, dtype=np.dtype(input_type).newbyteorder("="))
     out = run_tool([exe, "predict"], input=images.tobytes()).stdout
     table = np.frombuffer(out, dtype="<i4").reshape(len(images), n_classes + 1)
     return table[:, :-1].astype(np.int64), table[:, -1].astype(np.int64)
 
 
-def host_train(exe, model, steps):
+def host_train(exe, model, steps, input_type="uint8"):
     """Run ``steps`` = [(images, labels, lr_inv), ...] in C: results and every parameter."""
     data = b"".join(
         struct.pack("<ii", len(labels), lr)
-        + np.ascontiguousarray(x, np.uint8).tobytes()
+        + np.ascontiguousarray(x, np.dtype(input_type).newbyteorder("=")).tobytes()
         + np.asarray(labels, np.uint8).tobytes()
         for x, labels, lr in steps
     )
@@ -240,21 +252,7 @@ def test_generated_files_are_readable_portable_c(tmp_path):
         "TINY_FOR_EACH_PARAM(X)",
     ):
         assert symbol in header
-    # compiles on its own with the strictest flags, -Wconversion included
-    run_tool(
-        [
-            "gcc",
-            *STRICT_FLAGS,
-            "-Wconversion",
-            "-Wshadow",
-            "-Wstrict-prototypes",
-            "-Wmissing-prototypes",
-            "-c",
-            paths[1],
-            "-o",
-            tmp_path / "tiny.o",
-        ]
-    )
+    compile_strictest(paths[1], tmp_path / "tiny.o")
 
 
 def test_export_from_file_takes_feedback_and_settings(tmp_path):

@@ -312,7 +312,7 @@ def test_edited_checkpoints_resume_or_refuse(seeds, case_file, mnist, monkeypatc
         "mnist", mnist.train_images[:60], mnist.train_labels[:60], mnist.test_images[:20],
         mnist.test_labels[:20], mnist.classes,
     )  # fmt: skip
-    monkeypatch.setattr("pocketnn.cli.train.load_dataset", lambda *a, **k: small)
+    monkeypatch.setattr("pocketnn.cli.data.load_dataset", lambda *a, **k: small)
     out = case_file.with_name("resumed.npz")
 
     cases: list[int] = []  # the cases run, for the figures

@@ -122,7 +122,8 @@ def test_resume_refuses_a_log_that_is_not_its_run(capsys, tmp_path, mnist):
     out = tmp_path / "m.npz"
     assert run(capsys, *SMALL, "--epochs", 1, "--out", out)[0] == 0
     log = log_path_for(out)
-    log.write_text(log.read_text() + '{"epoch": 2, "other run": true}\n')
+    other = {"epoch": 2, "loss": 1, "train_correct": 1, "train_total": 1, "other run": True}
+    log.write_text(log.read_text() + json.dumps(other) + "\n")
     code, _, err = run(capsys, *SMALL, "--epochs", 2, "--resume", "--out", out)
     one_line(err, str(log), "not the log of the run")
     assert "other run" in log.read_text()

@@ -29,7 +29,12 @@ from pocketnn.io.limits import input_limit, max_input
 from pocketnn.nn.losses import one_hot
 from pocketnn.train.seeding import he_init
 
-ENGINES = [pytest.param("fused", marks=pytest.mark.numba), "blas", "int"]
+ENGINES = [
+    pytest.param("compiled", marks=pytest.mark.gcc),
+    pytest.param("fused", marks=pytest.mark.numba),
+    "blas",
+    "int",
+]
 THREADS = 8
 ROUNDS = int(os.environ.get("POCKETNN_THREAD_ROUNDS", "3"))
 

@@ -12,7 +12,7 @@ from .core.overflow import IntegerOverflowError
 from .datasets import load_dataset
 from .errors import PocketnnError
 from .io.limits import input_limit
-from .io.model_file import ModelFileError, load, load_checkpoint, save
+from .io.model_file import ModelFileError, load, load_checkpoint, load_model_file, save
 from .nn.layers import Dense
 from .nn.model import Sequential, build_mlp
 from .train.optimizer import IntegerSGD
@@ -41,5 +41,6 @@ __all__ = [
     "load",
     "load_checkpoint",
     "load_dataset",
+    "load_model_file",
     "save",
 ]

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``pocketnn`` command on ``argv`` (default: ``sys.argv[1:]``); the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        with configure(engine=args.engine, overflow=args.overflow), input_limit(args.max_input):
+        context = configure(engine=args.engine, overflow=args.overflow, threads=args.threads)
+        with context, input_limit(args.max_input):
             return args.func(args)
     except Exception as exc:  # every failure, expected or not, is one line (see one_line)
         print(f"pocketnn: error: {one_line(exc)}", file=sys.stderr)

@@ -56,8 +56,10 @@ def about(path: object) -> Iterator[None]:
     """Turn any error inside the block into a :class:`CLIError` whose line names ``path``."""
     try:
         yield
-    except CLIError:
-        raise
     except Exception as exc:
         text = one_line(exc)
-        raise CLIError(text if str(path) in text else f"{path}: {text}") from exc
+        if str(path) in text:
+            if isinstance(exc, CLIError):
+                raise
+            raise CLIError(text) from exc
+        raise CLIError(f"{path}: {text}") from exc

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 
+from ..nn.architecture import is_mlp
 from .errors import CLIError
 
-_ARCH = re.compile(r"[0-9]+(-[0-9]+)+")
 PAPER_ARCHS = {"mnist": "784-100-50-10", "fashion-mnist": "784-200-100-50-10"}
 PRESETS: dict[str, dict[str, dict]] = {
     # The paper's setting: pocket tanh everywhere, DFA, batch 20, lr_inv 1000 doubling every 10.
@@ -22,7 +21,31 @@ PRESETS: dict[str, dict[str, dict]] = {
         "mnist": {"epochs": 30, "rounding": "stochastic"},
         "fashion-mnist": {"epochs": 25, "rounding": "stochastic"},
     },
+    # An integer CNN trained by integer backprop through scaling layers, with augmentation
+    # and a validation split that drives the plateau schedule (README, "Integer CNNs").
+    "cnn": {
+        dataset: {
+            "arch": "c16k3-p2-c32k3-p2-f64-10",
+            "activation": "leaky_relu8",
+            "algorithm": "bp",
+            "batch_size": 32,
+            "lr_inv": 32,
+            "lr_double_every": 0,
+            "grad_bits": 8,
+            "rounding": "stochastic",
+            "target_value": 32,
+            "val": 5000,
+            "augment": "2,flip" if dataset == "fashion-mnist" else "2",
+            "plateau": "2,2",
+            "epochs": 10,
+        }
+        for dataset in ("mnist", "fashion-mnist")
+    },
 }
+IMAGE_SHAPE = (1, 28, 28)
+"""The shape of an MNIST or Fashion-MNIST image, as a CNN takes it."""
+OWN_DATA_EPOCHS = 20
+"""Epochs of a run on ``--data``; the preset's other settings are MNIST's."""
 PAPER_DEFAULTS = {
     "activation": "pocket_tanh",
     "output_activation": None,
@@ -32,14 +55,23 @@ PAPER_DEFAULTS = {
     "lr_double_every": 10,
     "rounding": "trunc",
     "seed": 0,
+    "decay_inv": 0,
+    "grad_bits": 0,
+    "target_value": 15,
+    "val": 0,
+    "augment": None,
+    "plateau": None,
+    "early_stop": 0,
 }
 
 
 def settings(args: argparse.Namespace) -> dict:
-    """Resolve preset then explicit flags into one dict of hyperparameters."""
+    """Resolve preset then explicit flags into one dict of hyperparameters (``arch`` is
+    None for ``--data`` without ``--arch``: the data's widths decide it)."""
     dataset = args.dataset
-    preset = PRESETS[args.preset or "paper"][dataset]
-    merged = dict(PAPER_DEFAULTS, arch=PAPER_ARCHS[dataset], **preset)
+    presets = PRESETS[args.preset or "paper"]
+    preset = presets.get(dataset) or dict(presets["mnist"], epochs=OWN_DATA_EPOCHS)
+    merged = {**PAPER_DEFAULTS, "arch": PAPER_ARCHS.get(dataset), **preset}
     for key in list(merged):
         value = getattr(args, key, None)
         if value is not None:
@@ -47,11 +79,35 @@ def settings(args: argparse.Namespace) -> dict:
     return merged
 
 
-def parse_arch(text: str) -> list[int]:
-    """Layer widths from the ``--arch`` notation, e.g. ``784-100-50-10``."""
-    if not _ARCH.fullmatch(text):  # ASCII digits only: int() would take "٧٨٤" or "1_0"
-        raise CLIError(f"--arch must look like 784-100-50-10, got {text!r}")
+def parse_arch(text: str) -> list[int] | str:
+    """Layer widths from the MLP notation (``784-100-50-10``), or the CNN description itself
+    (``c32k3-p2-f128-10``, checked fully when the model is built: see
+    :mod:`pocketnn.nn.architecture`)."""
+    if not is_mlp(text):
+        if not text or not text.isascii():
+            raise CLIError(f"--arch must look like 784-100-50-10 or c32k3-p2-f128-10, got {text!r}")
+        return text
     dims = [int(part) for part in text.split("-")]
     if len(dims) < 2 or min(dims) < 1:
         raise CLIError(f"--arch needs at least two positive widths, got {text!r}")
     return dims
+
+
+def parse_pair(flag: str, text: str | None) -> tuple[int, int] | None:
+    """``"P,F"`` -> ``(P, F)`` (``--plateau 2,3``)."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise CLIError(f"{flag} takes two whole numbers like 2,3, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_augment(text: str | None) -> tuple[int, bool] | None:
+    """``"2"`` or ``"2,flip"`` -> ``(shift, flip)`` (``--augment``)."""
+    if text is None:
+        return None
+    shift, _, rest = text.partition(",")
+    if not (shift.isascii() and shift.isdigit()) or rest not in ("", "flip"):
+        raise CLIError(f"--augment takes a shift like 2 or 2,flip, got {text!r}")
+    return int(shift), rest == "flip"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..nn.layers import Dense
 from ..nn.model import Sequential
 
 
@@ -19,23 +20,38 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
     return cm
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
 def describe(model: Sequential, state: dict | None) -> str:
     """A human-readable summary of a model: layers, parameters, value ranges.
 
     The training record is printed as found; the last test accuracy only when the file
     holds it as two integers (the record is the file's, not necessarily pocketnn's).
     """
-    lines = [f"architecture: {'-'.join(map(str, model.dims))}", f"parameters: {model.n_params}"]
+    arch = (state or {}).get("arch") or "-".join(map(str, model.dims))
+    lines = [f"architecture: {arch}", f"parameters: {model.n_params}"]
     for layer in model.layers:
-        lines.append(
-            f"  {layer.name}: {layer.n_in} -> {layer.n_out}, {layer.activation_name}, "
-            f"W {layer.W.dtype} [{layer.W.min()}, {layer.W.max()}], "
-            f"b [{layer.b.min()}, {layer.b.max()}], "
-            f"{layer.W.size + layer.b.size} params, clamp ±{layer.weight_clamp}"
-        )
+        shapes = f"{_shape(layer.input_shape)} -> {_shape(layer.output_shape)}"
+        activation = getattr(layer, "activation_name", None)
+        params = layer.parameters()
+        if isinstance(layer, Dense):
+            text = f"  {layer.name}: {layer.n_in} -> {layer.n_out}"
+        else:
+            text = f"  {layer.name}: {type(layer).__name__} {shapes}"
+        if activation:
+            text += f", {activation}"
+        if params:
+            W, b = params["W"], params["b"]
+            text += (
+                f", W {W.dtype} [{W.min()}, {W.max()}], b [{b.min()}, {b.max()}], "
+                f"{W.size + b.size} params, clamp ±{layer.weight_clamp}"
+            )
+        lines.append(text)
     if state:
         lines.append(
-            f"training: {state.get('algorithm')} on {state.get('dataset')}, "
+            f"training: {state.get('algorithm')} on {state.get('dataset') or state.get('data')}, "
             f"{state.get('epoch')} epochs done, seed {state.get('seed')}, "
             f"batch {state.get('batch_size')}, lr_inv {state.get('lr_inv')}"
         )

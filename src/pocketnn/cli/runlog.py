@@ -29,16 +29,11 @@ def log_path_for(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".log.jsonl")
 
 
-def read_log(path: Path) -> list[dict]:
-    """The records of a log (empty if there is none); a malformed log is a CLIError."""
-    if not path.exists():
-        return []
-    text = read_regular(path, CLIError, "log").decode("utf-8", errors="replace")
-    try:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except ValueError:
-        raise CLIError(f"{path}: not a JSON-lines log") from None
-    return records
+def append_log(path: Path, record: dict) -> None:
+    """Append one JSON line, rewriting atomically so a crash never leaves half a line
+    (a sweep's ``results.jsonl``)."""
+    old = read_regular(path, CLIError, "log") if path.exists() else b""
+    atomic_write_bytes(path, bytes(old) + (json.dumps(record) + "\n").encode())
 
 
 def write_log(path: Path, records: Sequence[dict]) -> None:

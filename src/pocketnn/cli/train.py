@@ -6,18 +6,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..datasets import load_dataset
 from ..io.atomic import atomic_write_bytes
-from ..io.model_file import load_checkpoint, to_bytes
+from ..io.model_file import load_checkpoint, load_model_file, to_bytes
+from ..nn.architecture import build, calibrate
+from ..nn.layers import Scale
 from ..nn.model import build_mlp
-from ..train.seeding import he_init
+from ..train.augment import Augment
+from ..train.seeding import he_init, spread_init
 from ..train.trainer import EpochResult, Trainer
+from .data import data_name, data_path, load_data, model_arrays, split_settings
 from .errors import CLIError, about
-from .presets import parse_arch, settings
+from .logs import read_log
+from .presets import IMAGE_SHAPE, parse_arch, parse_augment, parse_pair, settings
 from .progress import ProgressBar, epoch_line
 from .report import percent
 from .run_files import check_room, own_run_files
-from .runlog import is_prefix, log_path_for, read_log, write_log
+from .runlog import is_prefix, log_path_for, write_log
 from .validate import check_batch_size
 
 RESUME_FIXED = (
@@ -28,7 +32,19 @@ RESUME_FIXED = (
     "lr_double_every",
     "seed",
     "rounding",
+    "val",
+    "label_column",
+    "test_percent",
+    "split_seed",
+    "decay_inv",
+    "grad_bits",
+    "target_value",
+    "augment",
+    "plateau",
+    "early_stop",
 )
+DEFAULT_HIDDEN = "100-50"
+"""Hidden widths of a network for ``--data`` without ``--arch`` (the paper MNIST net's)."""
 
 
 def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
@@ -38,18 +54,24 @@ def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
     model, state, arrays = load_checkpoint(out)
     if not state:
         raise CLIError(f"--resume: {out} holds no training state")
-    if state.get("dataset") != args.dataset:
-        raise CLIError(f"--resume: {out} was trained on {state.get('dataset')}, not {args.dataset}")
+    if state.get("dataset") != args.dataset or state.get("data") != data_path(args):
+        raise CLIError(
+            f"--resume: {out} was trained on {state.get('dataset') or state.get('data')}, "
+            f"not {data_name(args)}"
+        )
     changed = [
         f"--{key.replace('_', '-')} {getattr(args, key)} (saved: {state.get(key)})"
         for key in RESUME_FIXED
         if getattr(args, key) is not None and getattr(args, key) != state.get(key)
     ]
-    if args.arch is not None and parse_arch(args.arch) != model.dims:
-        changed.append(f"--arch {args.arch} (saved: {'-'.join(map(str, model.dims))})")
+    saved_arch = state.get("arch") or "-".join(map(str, model.dims))
+    if args.arch is not None and args.arch != saved_arch:
+        changed.append(f"--arch {args.arch} (saved: {saved_arch})")
+    activations = [getattr(layer, "activation_name", None) for layer in model.layers]
+    activations = [a for a in activations if a is not None] or [None]
     for flag, given, saved in (
-        ("--activation", args.activation, model.layers[0].activation_name),
-        ("--output-activation", args.output_activation, model.layers[-1].activation_name),
+        ("--activation", args.activation, activations[0]),
+        ("--output-activation", args.output_activation, activations[-1]),
     ):
         if given is not None and given != saved:
             changed.append(f"{flag} {given} (saved: {saved})")
@@ -68,15 +90,35 @@ def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
     return trainer, epochs, state.get("preset", "paper")
 
 
-def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Trainer, int, str]:
-    """A new model and trainer from the preset and the flags."""
+def _fresh(args: argparse.Namespace, spec, n_classes: int) -> tuple[Trainer, int, str, dict]:
+    """A new model and trainer from the preset and the flags, and the settings used. A CNN's
+    scaling layers are calibrated later, on the training data (:func:`calibrate`)."""
     cfg = settings(args)
-    model = build_mlp(parse_arch(cfg["arch"]), cfg["activation"], cfg["output_activation"])
-    if model.dims[0] != n_inputs or model.dims[-1] != n_classes:
-        raise CLIError(
-            f"--arch {cfg['arch']} must start at {n_inputs} and end at {n_classes} "
-            f"for {args.dataset}"
-        )
+    n_inputs = spec.size
+    arch = cfg["arch"] or f"{n_inputs}-{DEFAULT_HIDDEN}-{n_classes}"
+    shape = parse_arch(arch)
+    if isinstance(shape, list):
+        model = build_mlp(shape, cfg["activation"], cfg["output_activation"])
+        if model.dims[0] != n_inputs or model.dims[-1] != n_classes:
+            raise CLIError(
+                f"--arch {arch} must start at {n_inputs} and end at {n_classes} "
+                f"for {data_name(args)}"
+            )
+        if cfg["algorithm"] in ("bp", "local"):
+            he_init(model, cfg["seed"])
+    else:
+        image = spec.shape if len(spec.shape) == 3 else IMAGE_SHAPE
+        if len(spec.shape) == 2:
+            image = (1, *spec.shape)
+        try:
+            model = build(arch, image, activation=cfg["activation"], input_bound=spec.high)
+        except ValueError as exc:  # ArchitectureError names the token and the layer
+            raise CLIError(str(exc)) from None
+        if model.n_classes != n_classes:
+            raise CLIError(f"--arch {arch} must end at {n_classes} for {data_name(args)}")
+        spread_init(model, cfg["seed"])
+    augment = parse_augment(cfg["augment"])
+    image_shape = model.input_shape if len(model.input_shape) == 3 else IMAGE_SHAPE
     trainer = Trainer(
         model,
         rule=cfg["algorithm"],
@@ -85,10 +127,13 @@ def _fresh(args: argparse.Namespace, n_inputs: int, n_classes: int) -> tuple[Tra
         lr_double_every=cfg["lr_double_every"],
         seed=cfg["seed"],
         rounding=cfg["rounding"],
+        decay_inv=cfg["decay_inv"],
+        grad_bits=cfg["grad_bits"],
+        plateau=parse_pair("--plateau", cfg["plateau"]),
+        target_value=cfg["target_value"],
+        augment=None if augment is None else Augment(image_shape, *augment),
     )
-    if cfg["algorithm"] == "bp":
-        he_init(model, cfg["seed"])
-    return trainer, cfg["epochs"], args.preset or "paper"
+    return trainer, cfg["epochs"], args.preset or "paper", {"arch": arch, **cfg}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -113,25 +158,55 @@ def _train(args: argparse.Namespace, out: Path, log_path: Path) -> int:
         )
     if log_path.exists() and not (args.resume or args.force):
         raise CLIError(f"--out: the log {log_path} exists; --force replaces it with a new run")
-    old_log = read_log(log_path) if args.resume and not args.force else []
+    resumes_log = args.resume and not args.force and log_path.exists()
+    old_log = read_log(log_path) if resumes_log else []
     if args.arch is not None:
         parse_arch(args.arch)  # fail before the dataset is loaded
-    data = load_dataset(args.dataset, data_dir=args.data_dir, verbose=not args.quiet)
+    saved_file = load_model_file(out) if args.resume and out.exists() else None
+    saved = saved_file.training if saved_file else None
+    data = load_data(args, saved, verbose=not args.quiet)
+    spec = data.input_spec
     if args.resume:
         trainer, epochs, preset = _resume(args, out)
+        run = dict(saved or {})
+        saved_spec = saved_file.input_spec
+        if (saved_spec.dtype, saved_spec.shape) != (spec.dtype, spec.shape):
+            raise CLIError(
+                f"--resume: {out} takes {saved_spec.dtype} samples of shape {saved_spec.shape}, "
+                f"{data_name(args)} gives {spec.dtype} {spec.shape}"
+            )
     else:
-        trainer, epochs, preset = _fresh(args, data.train_images.shape[1], len(data.classes))
-    given_by = f"{out}: the saved batch size" if args.resume else "--batch-size"
-    check_batch_size(trainer.batch_size, len(data.train_labels), args.dataset, given_by)
+        trainer, epochs, preset, run = _fresh(args, spec, len(data.classes))
     model = trainer.model
+    split = split_settings(args, saved)
+    if args.data is None:  # a named dataset has its own test set: only --val splits it
+        split = {"split_seed": split["split_seed"]}
+    val = args.val if args.val is not None else run.get("val") or 0
+    arrays = model_arrays(data, model.input_shape, val, split["split_seed"], data_name(args))
+    if not args.resume and any(isinstance(layer, Scale) for layer in model.layers):
+        calibrate(model, arrays.x_train[:256])  # the scaling layers' divisors, from training data
+    early_stop = run.get("early_stop") or 0
+    if args.batch_size is not None:  # a preset's batch may cover a small set whole
+        check_batch_size(args.batch_size, len(arrays.y_train), data_name(args))
+    if not args.quiet:
+        print(
+            f"{data_name(args)}: {model!r}, {model.n_params} parameters, algorithm "
+            f"{trainer.algorithm}, batch {trainer.batch_size}, lr_inv {trainer.lr_inv}, "
+            f"rounding {trainer.rounding}, seed {trainer.seed}, engine {args.engine}"
+        )
 
     def checkpoint() -> bytes:
         state, arrays = trainer.state()
-        state.update(dataset=args.dataset, epochs=epochs, preset=preset)
-        return to_bytes(model, training=state, extra_arrays=arrays)
+        state.update(dataset=args.dataset, data=data_path(args), epochs=epochs, preset=preset)
+        state.update(val=val, early_stop=early_stop)
+        state.update(arch=run.get("arch") or "-".join(map(str, model.dims)))
+        state.update(classes=list(data.classes))
+        state.update(split)
+        return to_bytes(model, training=state, extra_arrays=arrays, input_spec=spec)
 
     def log_records() -> list[dict]:
-        return [dict(vars(r), dataset=args.dataset, seed=trainer.seed) for r in trainer.history]
+        name = data_name(args)
+        return [dict(vars(r), dataset=name, seed=trainer.seed) for r in trainer.history]
 
     if not is_prefix(old_log, log_records()):
         raise CLIError(
@@ -141,12 +216,6 @@ def _train(args: argparse.Namespace, out: Path, log_path: Path) -> int:
     check_room(out, log_path, len(checkpoint()))
     if args.resume:
         write_log(log_path, log_records())  # a line a kill lost after the model was saved
-    if not args.quiet:
-        print(
-            f"{args.dataset}: {model!r}, {model.n_params} parameters, algorithm "
-            f"{trainer.algorithm}, batch {trainer.batch_size}, lr_inv {trainer.lr_inv}, "
-            f"rounding {trainer.rounding}, seed {trainer.seed}, engine {args.engine}"
-        )
 
     def save_checkpoint() -> None:
         atomic_write_bytes(out, checkpoint())
@@ -157,16 +226,21 @@ def _train(args: argparse.Namespace, out: Path, log_path: Path) -> int:
         save_checkpoint()
         if not args.quiet:
             print(epoch_line(result, epochs), flush=True)
+        if args.epoch_hook is not None:  # a sweep: report, maybe stop early
+            args.epoch_hook(result)
 
     bar = ProgressBar("training", not args.quiet)
     done_before = trainer.epoch
     with about(out):  # an overflow names the layer and operation; this adds the run's file
         trainer.fit(
-            data.train_images,
-            data.train_labels,
+            arrays.x_train,
+            arrays.y_train,
             epochs,
-            x_test=data.test_images,
-            y_test=data.test_labels,
+            x_test=arrays.x_test,
+            y_test=arrays.y_test,
+            x_val=arrays.x_val,
+            y_val=arrays.y_val,
+            early_stop=early_stop,
             on_epoch=on_epoch,
             progress=bar,
         )
@@ -176,7 +250,7 @@ def _train(args: argparse.Namespace, out: Path, log_path: Path) -> int:
     if last is not None and last.test_correct is not None:
         correct = last.test_correct  # the model is the one saved after that epoch
     else:
-        correct = model.count_correct(data.test_images, data.test_labels)
+        correct = model.count_correct(arrays.x_test, arrays.y_test)
     best = max(trainer.history, key=lambda r: r.test_correct or 0, default=None)
     print(
         f"test accuracy: {percent(correct, len(data.test_labels))} "
@@ -187,5 +261,12 @@ def _train(args: argparse.Namespace, out: Path, log_path: Path) -> int:
         print(f"; best {percent(best.test_correct, best.test_total)} at epoch {best.epoch}")
     else:
         print()
+    chosen = max(trainer.history, key=lambda r: r.val_correct or 0, default=None)
+    if chosen is not None and chosen.val_total and chosen.test_total:
+        print(
+            f"best validation accuracy {percent(chosen.val_correct, chosen.val_total)} at "
+            f"epoch {chosen.epoch}, where the test accuracy is "
+            f"{percent(chosen.test_correct, chosen.test_total)}"
+        )
     print(f"model saved to {out}, log in {log_path}")
     return 0

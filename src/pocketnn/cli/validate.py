@@ -36,13 +36,10 @@ def byte_size(text: str) -> int:
 byte_size.__name__ = "size (e.g. 300M, 2G)"
 
 
-def check_batch_size(batch_size: int, n_samples: int, where: str, given_by: str) -> None:
-    """Refuse a batch larger than the data it is drawn from (it would silently shrink, and
-    size the on-device training buffers of ``export-c --with-training``).
-
-    ``given_by`` says where the batch size came from: ``"--batch-size"`` or a model file.
-    """
+def check_batch_size(batch_size: int, n_samples: int, where: str) -> None:
+    """Refuse a ``--batch-size`` larger than the data it is drawn from: the batch would
+    silently shrink, and size the on-device buffers of ``export-c --with-training``."""
     if batch_size > n_samples:
         raise CLIError(
-            f"{given_by} {batch_size} exceeds the {n_samples} training samples of {where}"
+            f"--batch-size {batch_size} exceeds the {n_samples} training samples of {where}"
         )

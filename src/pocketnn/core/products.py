@@ -12,7 +12,7 @@ import numpy as np
 from ..engines.blas import blas_product
 from ..engines.reference import int_product
 from .arith import FLOAT64_EXACT, INT32_MAX, INT64_MAX, magnitude, require_integer
-from .context import current
+from .context import INTEGER_ONLY_ENGINES, current
 from .overflow import IntegerOverflowError, guard
 
 
@@ -27,7 +27,7 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, where: str = "matmul") -> tuple[n
         raise TypeError(f"{where}: expected integer arrays, got {a.dtype} and {b.dtype}")
     unit = magnitude(a) * magnitude(b)
     bound = unit * a.shape[-1]
-    if current().engine != "int" and bound < FLOAT64_EXACT:
+    if current().engine not in INTEGER_ONLY_ENGINES and bound < FLOAT64_EXACT:
         return blas_product(a, b), bound
     if bound > INT64_MAX:
         raise IntegerOverflowError(

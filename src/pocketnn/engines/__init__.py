@@ -8,6 +8,8 @@
     2**53 (so float64 holds it exactly whatever order BLAS adds in); elsewhere ``"int"``.
 ``"fused"`` (:mod:`.fused`, needs numba)
     ``"blas"`` products, plus a whole DFA training step in compiled integer kernels.
+``"compiled"`` (:mod:`.compiled`, needs a C compiler once)
+    whole DFA epochs and test passes in integer-only C; ``"int"`` products elsewhere.
 
 Which engine runs is part of the run context (:func:`pocketnn.core.context.configure`).
 Every engine is checked against the others bit for bit by one conformance suite
@@ -28,11 +30,41 @@ def accelerated_step() -> Callable[..., Any] | None:
     The kernel takes ``(model, rule, optimizer, x, targets, lr_inv)`` and returns
     ``(loss, correct)``, or ``None`` for a configuration it does not cover.
     """
-    if current().engine != "fused":
+    engine = current().engine
+    if engine == "compiled":
+        from .compiled import train_step
+    elif engine == "fused":
+        from .fused import train_step  # imports numba: only when the engine is selected
+    else:
         return None
-    from .fused import train_step  # imports numba: only when the engine is selected
-
     return train_step
 
 
-__all__ = ["ENGINES", "accelerated_step"]
+def accelerated_epoch() -> Callable[..., Any] | None:
+    """The current engine's whole-epoch kernel (``None``: run the epoch step by step).
+
+    The kernel takes ``(model, rule, optimizer, x, targets, order, batch_size, lr_inv, rng,
+    progress)`` and returns ``(loss, correct)``, or ``None`` for a configuration it does not
+    cover.
+    """
+    if current().engine != "compiled":
+        return None
+    from .compiled import train_epoch
+
+    return train_epoch
+
+
+def accelerated_scores() -> Callable[..., Any] | None:
+    """The current engine's whole test-pass kernel (``None``: layer by layer).
+
+    The kernel takes ``(model, x, batch_size)`` and returns the class scores, or ``None``
+    for a model or input it does not cover.
+    """
+    if current().engine != "compiled":
+        return None
+    from .compiled import scores
+
+    return scores
+
+
+__all__ = ["ENGINES", "accelerated_epoch", "accelerated_scores", "accelerated_step"]

@@ -41,47 +41,20 @@ Compiled code is cached on disk (``cache=True``).
 
 from __future__ import annotations
 
-import functools
-import math
-from typing import NamedTuple
-
 import numpy as np
 
-from ..core.arith import INT32_EXACT, INT32_MAX, INT32_MIN, INT64_MAX, dtype_magnitude
+from ..core.arith import INT32_MAX, INT32_MIN
 from ..core.context import FUSED_HINT, current
 from ..core.overflow import overflow_error
-from ..nn.activations import get_activation
-from ..nn.layers import Dense
-from ..train.optimizer import IntegerSGD
-from ..train.rules import DFA
+from .dfa_plan import EDGE, MAX_WIDTH, OPERATIONS, Plan, dfa_plan, magic, target_limit
 
 try:
     from numba import njit
 except ImportError as exc:  # pragma: no cover - exercised only without numba
     raise ImportError(FUSED_HINT) from exc
 
-EDGE = INT32_EXACT
-"""2**31: the one dividend magnitude (-2**31) outside the multiply-shift's proven range."""
-MAX_WIDTH = 1 << 23
-"""Layer widths and batch rows up to this keep every int64 sum provably exact."""
 UNSUPPORTED = -2
 """Site code of :func:`dfa_deltas` for targets too large for the bound; ``blas`` runs instead."""
-_OPERATIONS = ("forward a @ W + b", "feedback e @ B", "update a.T @ delta", "update colsum(delta)")
-
-
-def magic(d: int) -> tuple[int, int, int]:
-    """``(m, s, edge)`` such that :func:`tdiv` divides by ``d`` (``1 <= d <= 2**31``).
-
-    With ``l = ceil(log2 d)``, ``s = 31 + l`` and ``m = ceil(2**s / d)``, the error
-    ``m * d - 2**s`` is below ``d <= 2**l``, which by Granlund & Montgomery (1994,
-    theorem 4.2, N = 31) gives ``floor(n * m / 2**s) == floor(n / d)`` for every
-    ``0 <= n < 2**31``; ``m <= 2**32``, so ``n * m < 2**63`` fits int64. ``edge`` is the
-    quotient of the remaining magnitude ``2**31``.
-    """
-    if not 1 <= d <= EDGE:
-        raise ValueError(f"magic: divisor must lie in [1, 2**31], got {d}")
-    s = 31 + (d - 1).bit_length()
-    return -(-(1 << s) // d), s, EDGE // d
 
 
 @njit(cache=True)
@@ -201,7 +174,7 @@ def dfa_deltas(
     Returns
     -------
     ``(loss, correct, site, worst)``: ``site`` is -1 when every guard passed, else
-    ``4 * layer + operation`` (an index of ``_OPERATIONS``) of the first failing guard and
+    ``4 * layer + operation`` (an index of ``OPERATIONS``) of the first failing guard and
     ``worst`` its reported value; :data:`UNSUPPORTED` for too large targets.
     """
     n = z1.shape[0]
@@ -302,72 +275,15 @@ def apply_updates(weights, biases, rows, grads, grad_b, lr, clamps, draws):
         pos = _descend(biases[layer], first_row, grad_b[layer], lr, clamps[layer], draws, pos)
 
 
-class Plan(NamedTuple):
-    """What the kernels need to know about a model, computed once per configuration."""
-
-    specs: np.ndarray
-    tables: np.ndarray
-    clamps: np.ndarray
-
-
-@functools.lru_cache(maxsize=32)
-def _plan(layer_keys: tuple) -> Plan | None:
-    """The kernels' tables for layers given as ``(activation name, n_in, clamp)``; None when
-    an activation has no table or outputs beyond 127 (the bound the int64 sums rely on)."""
-    tables_of = [get_activation(name).table for name, _, _ in layer_keys]
-    if any(t is None or int(np.abs(t.y).max()) > 127 for t in tables_of):
-        return None
-    width = max(len(t.y) for t in tables_of)
-    specs = np.zeros((len(layer_keys), 5), dtype=np.int64)
-    tables = np.ones((len(layer_keys), 4, width), dtype=np.int64)
-    for i, (table, (_, n_in, _)) in enumerate(zip(tables_of, layer_keys)):
-        specs[i] = (*magic(table.divisor(n_in)), table.low, table.high)
-        tables[i, 0, : len(table.y)] = table.y
-        tables[i, 1:, : len(table.g)] = np.array([magic(int(g)) for g in table.g]).T
-    return Plan(specs, tables, np.array([key[2] for key in layer_keys], dtype=np.int64))
-
-
 def plan_for(model, rule, optimizer, x: np.ndarray, lr_inv: int) -> Plan | None:
     """The kernels' plan for this step, or None where the layered step must run.
 
-    Supported: the :class:`~pocketnn.train.rules.DFA` rule with the plain
-    :class:`~pocketnn.train.optimizer.IntegerSGD` (no weight decay) on two or more
-    :class:`~pocketnn.nn.layers.Dense` layers whose activations have a table, one parameter
-    dtype and one feedback dtype of at most 32 bits (C-contiguous arrays), 2-D input,
-    ``lr_inv <= INT32_MAX`` and widths and batch rows up to :data:`MAX_WIDTH`; together
-    with the tables' bound of 127 these keep every int64 sum exact and every divisor within
-    :func:`magic`'s range.
+    What :func:`~pocketnn.engines.dfa_plan.dfa_plan` covers, for 2-D input of up to
+    :data:`MAX_WIDTH` rows.
     """
-    layers = model.layers
-    if type(rule) is not DFA or type(optimizer) is not IntegerSGD or optimizer.decay_inv:
+    if x.ndim != 2 or x.shape[0] > MAX_WIDTH:
         return None
-    if len(layers) < 2 or lr_inv > INT32_MAX or x.ndim != 2 or x.shape[0] > MAX_WIDTH:
-        return None
-    if not all(type(layer) is Dense for layer in layers):
-        return None
-    feedback = rule.feedback
-    params = [p for layer in layers for p in (layer.W, layer.b)]
-    if len({p.dtype for p in params}) != 1 or len({b.dtype for b in feedback}) != 1:
-        return None
-    if feedback[0].dtype.itemsize > 4 or feedback[0].dtype.kind not in "iu":
-        return None
-    if not all(a.flags.c_contiguous for a in (*params, *feedback)):
-        return None
-    if max(model.dims) > MAX_WIDTH:
-        return None
-    return _plan(tuple((layer.activation.name, layer.n_in, layer.weight_clamp) for layer in layers))
-
-
-def _target_limit(feedback, n_classes: int, batch: int) -> int:
-    """Largest ``|target|`` for which ``e @ B`` and the summed loss provably stay in int64.
-
-    With outputs of at most 127, ``|e| <= |target| + 127``: ``e @ B`` needs
-    ``|e| * max|B| * n_classes < 2**63``, the loss ``batch * n_classes * e**2 / 2 < 2**63``,
-    and ``|e| < 2**31``.
-    """
-    unit = dtype_magnitude(feedback[0].dtype) * n_classes
-    loss_limit = math.isqrt(2 * INT64_MAX // (batch * n_classes))
-    return min(INT32_MAX, INT64_MAX // unit, loss_limit) - 127
+    return dfa_plan(model, rule, optimizer, lr_inv)
 
 
 def _draws(optimizer, rng, layers, shapes, lr_inv: int) -> np.ndarray:
@@ -408,7 +324,7 @@ def train_step(model, rule, optimizer, x, targets, lr_inv: int, rng) -> tuple[in
         targets,
         plan.specs,
         plan.tables,
-        _target_limit(feedback, model.n_classes, x.shape[0]),
+        target_limit(feedback, model.n_classes, x.shape[0]),
         current().overflow == "wrap",
         delta1,
         grads,
@@ -436,7 +352,7 @@ def train_step(model, rule, optimizer, x, targets, lr_inv: int, rng) -> tuple[in
 
 def _raise(layer, operation: int, worst: int) -> None:
     """Raise the error the layered step raises for this layer and operation."""
-    raise overflow_error(f"{layer.name}: {_OPERATIONS[operation]}", worst)
+    raise overflow_error(f"{layer.name}: {OPERATIONS[operation]}", worst)
 
 
 def kernels() -> dict:

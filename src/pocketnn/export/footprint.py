@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import PocketnnError
 from ..nn.model import Sequential
 from .c import export_c
+from .chips import fit_verdict
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 """Start-up code, linker script and test drivers shipped with pocketnn."""
@@ -291,7 +292,10 @@ class FootprintReport:
             f"| {b.data:,} | {b.bss:,} | {b.stack:,} |"
             for b in self.builds
         ]
-        return "\n".join([head, *rows])
+        verdicts = [
+            f"- {fit_verdict(f'{self.model} {b.label}', b.flash, b.ram)}" for b in self.builds
+        ]
+        return "\n".join([head, *rows, "", *verdicts])
 
     __str__ = to_markdown
 

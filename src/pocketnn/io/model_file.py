@@ -15,13 +15,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import PocketnnError
+from ..nn.inputs import InputSpec
 from ..nn.model import Sequential
 from .atomic import atomic_write_bytes
 from .npz import read_npz
@@ -50,20 +52,23 @@ def save(
     model: Sequential,
     training: dict[str, Any] | None = None,
     extra_arrays: dict[str, np.ndarray] | None = None,
+    input_spec: InputSpec | None = None,
 ) -> None:
     """Save ``model`` (and optional training state) atomically as an integer-only ``.npz``.
 
     Every array in the file is an integer array; the metadata is UTF-8 JSON stored as a
     uint8 array and carries a sha256 of itself and all the arrays, so corruption is
-    detected on load.
+    detected on load. ``input_spec`` (the input type and sample shape) is stored as the
+    optional field ``input``; files without it mean uint8 inputs.
     """
-    atomic_write_bytes(path, to_bytes(model, training, extra_arrays))
+    atomic_write_bytes(path, to_bytes(model, training, extra_arrays, input_spec))
 
 
 def to_bytes(
     model: Sequential,
     training: dict[str, Any] | None = None,
     extra_arrays: dict[str, np.ndarray] | None = None,
+    input_spec: InputSpec | None = None,
 ) -> bytes:
     """The bytes :func:`save` writes (to measure or check a file before writing it)."""
     with model.lock.reading():  # the parameters of one moment, never half a step
@@ -82,6 +87,8 @@ def to_bytes(
             "layers": model.config(),
             "training": training,
         }
+        if input_spec is not None:  # optional: format 3 files written before it still load
+            meta["input"] = input_spec.to_json()
         # round-trip through JSON first, so the digest sees exactly what load will read
         meta = json.loads(json.dumps(meta))
         meta["sha256"] = digest(arrays, meta)
@@ -122,10 +129,25 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Sequential:
     return model
 
 
+class ModelFile(NamedTuple):
+    """Everything a model file holds."""
+
+    model: Sequential
+    training: dict[str, Any] | None
+    arrays: dict[str, np.ndarray]
+    input_spec: InputSpec
+    """The stored input type and sample shape; uint8 and the model's shape when absent."""
+
+
 def load_checkpoint(
     path: str | os.PathLike,
 ) -> tuple[Sequential, dict[str, Any] | None, dict[str, np.ndarray]]:
     """Load a model file: the model, its training state (or None) and its training arrays."""
+    return load_model_file(path)[:3]
+
+
+def load_model_file(path: str | os.PathLike) -> ModelFile:
+    """Load a model file: model, training state, training arrays and input spec."""
     path = Path(path)
     arrays = read_npz(path, ModelFileError)
     meta_array = arrays.pop("meta", None)
@@ -160,7 +182,17 @@ def load_checkpoint(
         for key, value in arrays.items()
         if key.startswith("train.")
     }
-    return model, meta.get("training"), train_arrays
+    try:
+        spec = InputSpec.default_for(model.input_shape)
+        if "input" in meta:
+            spec = InputSpec.from_json(meta["input"])
+    except _DESCRIPTION_ERRORS as exc:
+        raise ModelFileError(f"{path}: inconsistent input record ({_why(exc)})") from None
+    if spec.size != math.prod(model.input_shape):
+        raise ModelFileError(
+            f"{path}: input shape {spec.shape} does not fit the model's {model.input_shape}"
+        )
+    return ModelFile(model, meta.get("training"), train_arrays, spec)
 
 
 def load(path: str | os.PathLike) -> Sequential:

@@ -35,17 +35,19 @@ _METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError)
 
 
-def read_npz(path: str | os.PathLike, error: type[Exception]) -> dict[str, np.ndarray]:
+def read_npz(
+    path: str | os.PathLike, error: type[Exception], what: str = "model file"
+) -> dict[str, np.ndarray]:
     """The arrays of the ``.npz`` file ``path``, by name; integer arrays only.
 
     Raises ``error`` for anything but a well-formed archive of integer arrays within the
-    input limit.
+    input limit; ``what`` names the kind of file in messages.
     """
-    with open_regular(path, error, "model file") as f:
+    with open_regular(path, error, what) as f:
         try:
             archive = zipfile.ZipFile(f)
         except (*_READ_ERRORS, NotImplementedError) as exc:
-            raise error(f"{path}: not a pocketnn model file (not a zip archive: {exc})") from None
+            raise error(f"{path}: not a readable {what} (not a zip archive: {exc})") from None
         with archive:
             members = _members(archive, path, error)
             return {name: _read_member(archive, info, path, error) for name, info in members}
@@ -54,7 +56,7 @@ def read_npz(path: str | os.PathLike, error: type[Exception]) -> dict[str, np.nd
 def _members(archive: zipfile.ZipFile, path, error) -> list[tuple[str, zipfile.ZipInfo]]:
     infos = archive.infolist()
     if len(infos) > MAX_MEMBERS:
-        raise error(f"{path}: {len(infos)} archive entries; a model file has at most {MAX_MEMBERS}")
+        raise error(f"{path}: {len(infos)} archive entries; pocketnn reads at most {MAX_MEMBERS}")
     declared = sum(info.file_size for info in infos)
     if declared > max_input():
         raise error(too_large(str(path), declared, "bytes of arrays (declared)"))
@@ -64,7 +66,7 @@ def _members(archive: zipfile.ZipFile, path, error) -> list[tuple[str, zipfile.Z
         if info.compress_type not in _METHODS:
             raise error(
                 f"{path}: entry {name!r} uses compression method {info.compress_type}; "
-                "model files are stored or deflated"
+                "pocketnn reads entries stored or deflated (as numpy writes them)"
             )
         if info.flag_bits & 0x1:
             raise error(f"{path}: entry {name!r} is encrypted")
@@ -76,7 +78,7 @@ def _members(archive: zipfile.ZipFile, path, error) -> list[tuple[str, zipfile.Z
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path, error) -> np.ndarray:
-    where = f"{path}: entry {info.filename!r}"
+    where = f"{path}: {info.filename.removesuffix('.npy')}"
     try:
         with archive.open(info) as member:
             data = member.read(info.file_size + 1)  # never more: zipfile stops at the size
@@ -100,8 +102,13 @@ def parse_npy(data: bytes, where: str, error: type[Exception]) -> np.ndarray:
             raise ValueError(f"npy format version {version} is not supported")
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
         raise error(f"{where}: not a valid npy array ({exc})") from None
-    if dtype.kind not in "iu" or dtype.hasobject or dtype.fields:
-        raise error(f"{where}: holds {dtype} values; model files hold integer arrays only")
+    if dtype.hasobject or dtype.fields:
+        raise error(f"{where}: not a readable .npz of plain arrays (it holds {dtype} values)")
+    if dtype.kind not in "iu":
+        raise error(
+            f"{where} has dtype {dtype}; pocketnn reads integers (scale and round the data to "
+            "an integer type first)"
+        )
     if not all(isinstance(d, int) and d >= 0 for d in shape):
         raise error(f"{where}: invalid shape {shape}")
     # numpy sizes arrays in int64, even empty ones: a zero does not excuse the other sides

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..core.locks import ReadWriteLock
+from ..engines import accelerated_scores
 from ..engines.blas import single_thread_blas
 from .layers import WEIGHT_CLAMP, Dense, Layer, build_layer
 
@@ -69,23 +70,33 @@ class Sequential:
         return f"Sequential({'-'.join(map(str, self.dims))}, {activation})"
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
-        """Refuse a non-integer or wrongly shaped batch with a clear error."""
+        """Refuse a non-integer or wrongly shaped batch with a clear error.
+
+        A batch of flat rows of the right size is viewed in the model's input shape (MNIST's
+        ``(N, 784)`` images for a model that takes ``(1, 28, 28)``).
+        """
         x = np.asarray(x)
         if x.dtype.kind not in "iu":
             raise TypeError(f"input must be an integer array, got dtype {x.dtype}")
+        if x.ndim == 2 and len(self.input_shape) > 1 and x.shape[1] == math.prod(self.input_shape):
+            x = x.reshape(x.shape[0], *self.input_shape)
         if x.shape[1:] != self.input_shape or x.ndim < 2:
             raise ValueError(
                 f"input must have shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}"
             )
         return x
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    def forward(
+        self, x: np.ndarray, outputs: list[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, list[Any]]:
         """Run the network and keep what training needs.
 
         Returns
         -------
-        output : int64 (N, n_classes)
+        output : (N, n_classes) integers
         caches : per layer, what its backward pass needs (see the layer protocol)
+
+        ``outputs``, if given, receives every layer's output.
         """
         a = self.check_input(x)
         caches = []
@@ -93,6 +104,8 @@ class Sequential:
             for layer in self.layers:
                 a, cache = layer.forward(a)
                 caches.append(cache)
+                if outputs is not None:
+                    outputs.append(a)
         return a, caches
 
     def scores(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
@@ -102,8 +115,16 @@ class Sequential:
         small enough to bound the memory of the intermediate activations.
         """
         x = self.check_input(x)
+        with self.lock.reading():  # one set of weights for every batch
+            kernel = accelerated_scores()
+            scores = None if kernel is None else kernel(self, x, batch_size)
+            if scores is not None:  # the engine ran the whole pass
+                return scores
+            return self._scores(x, batch_size)
+
+    def _scores(self, x: np.ndarray, batch_size: int) -> np.ndarray:
         out = np.empty((x.shape[0], self.n_classes), dtype=np.int64)
-        with self.lock.reading(), single_thread_blas():  # one set of weights for every batch
+        with single_thread_blas():
             for start in range(0, x.shape[0], batch_size):
                 a = x[start : start + batch_size]
                 for layer in self.layers:

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.arith import INT32_EXACT, INT32_MAX, clamp, stochastic_div_, trunc_div_scalar_
+from ..core.arith import (
+    INT32_EXACT,
+    INT32_MAX,
+    clamp,
+    magnitude,
+    stochastic_div_,
+    trunc_div_scalar_,
+)
 from ..nn.layers import Gradient
 from .seeding import STREAM_ROUNDING, stream
 
@@ -29,7 +36,7 @@ class Update:
     ``target`` is the live parameter array the values are committed into.
     """
 
-    layer: int
+    layer: str
     name: str
     target: np.ndarray
     values: np.ndarray
@@ -64,6 +71,15 @@ class IntegerSGD:
     decay_inv : integer weight decay ``param -= param / decay_inv`` (truncating) at every
         step; 0 turns it off
     seed : source of the stochastic-rounding draws (one stream per epoch)
+    grad_bits : 0 (off), or normalise each parameter's gradient per step: divide it by the
+        power of two that brings its largest magnitude below ``2**grad_bits`` (as part of the
+        one rounded division), so the largest step of every parameter is about
+        ``2**grad_bits / lr_inv`` whatever the size of its sums.
+        Networks with scaling layers (whose errors are themselves normalised) train with it;
+        it replaces the gradient's own ``scale``.
+    plateau : ``(patience, factor)``: multiply ``lr_inv`` by ``factor`` whenever the
+        validation score has not improved for ``patience`` epochs (decided in
+        :meth:`end_epoch`, from validation only); None: no plateau schedule
     """
 
     def __init__(
@@ -74,6 +90,8 @@ class IntegerSGD:
         rounding: str = "trunc",
         decay_inv: int = 0,
         seed: int = 0,
+        grad_bits: int = 0,
+        plateau: tuple[int, int] | list[int] | None = None,
     ) -> None:
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
@@ -83,6 +101,16 @@ class IntegerSGD:
         self.decay_inv = _check_int("decay_inv", decay_inv, 0, INT32_MAX)
         self.seed = _check_int("seed", seed, 0)
         self.rounding = rounding
+        self.grad_bits = _check_int("grad_bits", grad_bits, 0, 62)
+        self.plateau: tuple[int, int] | None = None
+        if plateau is not None:
+            patience, factor = plateau
+            self.plateau = (
+                _check_int("plateau patience", patience, 1),
+                _check_int("plateau factor", factor, 2),
+            )
+        # what the plateau schedule has seen: the best validation score, epochs since, boosts
+        self.schedule_state: dict[str, int] = {"best": -1, "since": 0, "boosts": 0}
         self._rng: np.random.Generator | None = None
         self._rng_epoch = 0
 
@@ -93,7 +121,26 @@ class IntegerSGD:
             "lr_double_every": self.lr_double_every,
             "rounding": self.rounding,
             "decay_inv": self.decay_inv,
+            **({"grad_bits": self.grad_bits} if self.grad_bits else {}),
+            **(
+                {"plateau": list(self.plateau), "schedule_state": dict(self.schedule_state)}
+                if self.plateau
+                else {}
+            ),
         }
+
+    def end_epoch(self, epoch: int, val_correct: int) -> None:
+        """Feed the plateau schedule an epoch's validation score."""
+        if self.plateau is None:
+            return
+        state = self.schedule_state
+        if val_correct > state["best"]:
+            state["best"], state["since"] = val_correct, 0
+            return
+        state["since"] += 1
+        if state["since"] >= self.plateau[0]:
+            state["boosts"] += 1
+            state["since"] = 0
 
     def lr_inv_at(self, epoch: int) -> int:
         """``lr_inv`` of a 1-based epoch: doubled at each epoch divisible by ``lr_double_every``.
@@ -101,9 +148,12 @@ class IntegerSGD:
         It saturates at INT32_MAX, the largest value the reference's 32-bit ``lrInv`` holds
         (by then every truncated update of an int32 gradient is already zero).
         """
-        if self.lr_double_every <= 0:
-            return self.lr_inv
-        return min(self.lr_inv << (epoch // self.lr_double_every), INT32_MAX)
+        lr_inv = self.lr_inv
+        if self.plateau is not None:
+            lr_inv *= self.plateau[1] ** self.schedule_state["boosts"]
+        if self.lr_double_every > 0:
+            lr_inv <<= epoch // self.lr_double_every
+        return min(lr_inv, INT32_MAX)
 
     def rounding_stream(self, epoch: int) -> np.random.Generator | None:
         """The stochastic-rounding stream of an epoch (None when rounding truncates).
@@ -140,7 +190,7 @@ class IntegerSGD:
 
     def propose(
         self,
-        index: int,
+        layer: str,
         param: np.ndarray,
         grad: Gradient,
         weight_clamp: int,
@@ -148,18 +198,24 @@ class IntegerSGD:
         rng: np.random.Generator | None,
     ) -> Update:
         """New values of ``param`` (rows ``grad.rows``) after one step; ``param`` unchanged."""
+        if self.grad_bits:
+            peak = magnitude(grad.value)
+            divisor = lr_inv << max(0, peak.bit_length() - self.grad_bits)
+        else:
+            divisor = lr_inv * grad.scale
         # the decay term is at most the clamp: widen the bound by it when decay is on
-        dtype = self.update_dtype(weight_clamp * (2 if self.decay_inv else 1), lr_inv)
+        bound = weight_clamp * (2 if self.decay_inv else 1)
+        dtype = self.update_dtype(bound, divisor) if grad.int32 else np.int64
         rows = grad.rows
         if self.decay_inv and rows is not None:  # decay moves every row, not just active ones
             full = np.zeros((param.shape[0],) + grad.value.shape[1:], dtype=grad.value.dtype)
             full[rows] = grad.value
-            grad, rows = Gradient(grad.name, full), None
+            grad, rows = Gradient(grad.name, full, None, grad.scale, grad.int32), None
         step = grad.value.astype(dtype) if dtype != grad.value.dtype else grad.value
         if rng is None:
-            trunc_div_scalar_(step, lr_inv)
+            trunc_div_scalar_(step, divisor)
         else:
-            stochastic_div_(step, lr_inv, self.draws(rng, step.shape, lr_inv, step.dtype))
+            stochastic_div_(step, divisor, self.draws(rng, step.shape, divisor, step.dtype))
         current = param if rows is None else param[rows]
         if self.decay_inv:
             decay = current.astype(dtype)
@@ -167,4 +223,4 @@ class IntegerSGD:
             step += decay
         np.subtract(current, step, out=step)
         clamp(step, -weight_clamp, weight_clamp)
-        return Update(index, grad.name, param, step, rows)
+        return Update(layer, grad.name, param, step, rows)

@@ -16,6 +16,7 @@ from ..core.arith import isqrt
 from ..nn.model import Sequential
 
 STREAM_FEEDBACK, STREAM_INIT, STREAM_ORDER, STREAM_ROUNDING = 1, 2, 3, 4
+STREAM_HEADS, STREAM_AUGMENT, STREAM_VALIDATION = 5, 6, 7
 
 
 def init_range(n_in: int, n_out: int, limit: int = 32767) -> int:
@@ -54,6 +55,25 @@ def he_init(model: Sequential, seed: int) -> None:
         params = layer.parameters()
         if not params:
             continue
-        fan_in, fan_out = math.prod(layer.input_shape), math.prod(layer.output_shape)
+        # a convolution's fans are per output position: its kernel's, not the image's
+        fan_in, fan_out = getattr(
+            layer, "fans", (math.prod(layer.input_shape), math.prod(layer.output_shape))
+        )
         r = min(init_range(fan_in, fan_out), layer.weight_clamp)
         layer.set_parameters({k: nonzero_uniform(rng, r, p.shape) for k, p in params.items()})
+
+
+def spread_init(model: Sequential, seed: int, spread: int = 512) -> None:
+    """Init for networks with scaling layers: non-zero uniform weights in ``[-r, r]``,
+    ``r = spread`` (at most a quarter of the layer's clamp), biases zero. The scaling layers
+    absorb the weights' size (see :func:`pocketnn.nn.architecture.calibrate`), so one size
+    serves every layer: large enough for fine integer steps, with room to grow."""
+    rng = stream(seed, STREAM_INIT)
+    for layer in model.layers:
+        params = layer.parameters()
+        if not params:
+            continue
+        r = max(1, min(layer.weight_clamp // 4, spread))
+        new = {k: np.zeros_like(p) for k, p in params.items()}
+        new["W"] = nonzero_uniform(rng, r, params["W"].shape)
+        layer.set_parameters(new)

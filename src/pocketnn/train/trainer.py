@@ -14,6 +14,7 @@ derived from ``seed`` alone, so the same seed gives the same bits on every run a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import threading
@@ -25,14 +26,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..core.arith import INT32_MAX
-from ..core.context import Context, current, using
-from ..engines import accelerated_step
+from ..core.context import Context, current, derive, using
+from ..engines import accelerated_epoch, accelerated_step
 from ..engines.blas import single_thread_blas
+from ..nn.layers import Layer
 from ..nn.losses import TARGET_VALUE, l2_loss, one_hot
 from ..nn.model import Sequential
+from .augment import Augment
 from .optimizer import IntegerSGD, Update
-from .rules import DFA, RULES, Backprop, LearningRule
-from .seeding import seeded_order
+from .rules import DFA, RULES, Backprop, LearningRule, StepState
+from .seeding import STREAM_AUGMENT, seeded_order, stream
 
 ALGORITHMS = tuple(RULES)
 """The names of the learning rules (``--algorithm`` on the command line)."""
@@ -40,7 +43,12 @@ ALGORITHMS = tuple(RULES)
 
 @dataclass
 class EpochResult:
-    """What one epoch measured. Counts are integers; only ``seconds`` is a float (wall time)."""
+    """What one epoch measured. Counts are integers; only ``seconds`` is a float (wall time).
+
+    ``loss`` is the training loss summed over the epoch's steps (each batch before its
+    update); ``test_loss`` and ``val_loss`` are the L2 loss of the model after the epoch,
+    summed over the test and validation samples (None when not evaluated).
+    """
 
     epoch: int
     lr_inv: int
@@ -50,16 +58,26 @@ class EpochResult:
     test_correct: int | None
     test_total: int | None
     seconds: float
+    test_loss: int | None = None
+    val_correct: int | None = None
+    val_total: int | None = None
+    val_loss: int | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EpochResult:
-        """An epoch's figures from a checkpoint's history, refusing wrongly typed values."""
-        if not isinstance(record, Mapping) or set(record) != set(cls.__dataclass_fields__):
-            raise ValueError(f"a history record must hold {', '.join(cls.__dataclass_fields__)}")
+        """An epoch's figures from a checkpoint's history, refusing wrongly typed values.
+
+        Fields added since a checkpoint was written (with a default) may be missing.
+        """
+        fields = cls.__dataclass_fields__
+        needed = {n for n, f in fields.items() if f.default is dataclasses.MISSING}
+        if not isinstance(record, Mapping) or not needed <= set(record) <= set(fields):
+            raise ValueError(f"a history record must hold {', '.join(fields)}")
         for name, value in record.items():
             kinds = (float, int) if name == "seconds" else (int,)
+            optional = name.startswith(("test_", "val_"))
             if not (
-                (value is None and name.startswith("test_"))
+                (value is None and optional)
                 or (isinstance(value, kinds) and not isinstance(value, bool))
             ):
                 raise ValueError(f"history: {name} must be a number, got {value!r}")
@@ -138,7 +156,7 @@ class Trainer:
     model : the network; training starts from its current weights (all zero when fresh)
     rule : ``"dfa"`` (direct feedback alignment), ``"bp"`` (integer backprop) or a
         :class:`~pocketnn.train.rules.LearningRule` object
-    lr_inv, lr_double_every, rounding, decay_inv : the optimizer's settings (see
+    lr_inv, lr_double_every, rounding, decay_inv, grad_bits, plateau : the optimizer's settings (see
         :class:`~pocketnn.train.optimizer.IntegerSGD`), used when ``optimizer`` is None
     optimizer : an optimizer object instead (its seed is the trainer's)
     batch_size : samples per step (the last batch of an epoch may be smaller)
@@ -147,6 +165,8 @@ class Trainer:
     feedback : DFA matrices to use instead of random ones
     sample_order : epoch -> permutation, or a sequence of permutations (index epoch - 1)
     bp_updated_weights : for ``rule="bp"``, see :class:`~pocketnn.train.rules.Backprop`
+    augment : integer data augmentation of every training batch
+        (:class:`~pocketnn.train.augment.Augment`), drawn from the seed
     engine, overflow : run under this engine / overflow policy (default: the context in
         force when training runs, see :func:`pocketnn.configure`)
 
@@ -168,12 +188,15 @@ class Trainer:
         lr_double_every: int = 10,
         rounding: str = "trunc",
         decay_inv: int = 0,
+        grad_bits: int = 0,
+        plateau: tuple[int, int] | None = None,
         optimizer: IntegerSGD | None = None,
         target_value: int = TARGET_VALUE,
         seed: int = 0,
         feedback: Sequence[np.ndarray] | None = None,
         sample_order: Callable[[int], np.ndarray] | Sequence[np.ndarray] | None = None,
         bp_updated_weights: bool = True,
+        augment: Augment | None = None,
         engine: str | None = None,
         overflow: str | None = None,
     ) -> None:
@@ -197,6 +220,8 @@ class Trainer:
                 rounding=rounding,
                 decay_inv=decay_inv,
                 seed=self.seed,
+                grad_bits=grad_bits,
+                plateau=plateau,
             )
         else:
             optimizer.seed = self.seed
@@ -204,10 +229,10 @@ class Trainer:
         self.rule = make_rule(rule, feedback, bp_updated_weights)
         self.rule.bind(model, self.seed)
         self.sample_order = sample_order
+        self.augment = augment
         self.context: Context | None = None
         if engine is not None or overflow is not None:
-            base = current()
-            self.context = Context(engine or base.engine, overflow or base.overflow)
+            self.context = derive(current(), engine, overflow)
         self.epoch = 0  # epochs completed
         self.history: list[EpochResult] = []
         self._lock = threading.RLock()
@@ -303,22 +328,22 @@ class Trainer:
         self, x: np.ndarray, targets: np.ndarray, lr_inv: int, rng: np.random.Generator | None
     ) -> tuple[int, int]:
         model, optimizer = self.model, self.optimizer
-        output, caches = model.forward(x)
+        outputs: list[np.ndarray] | None = [] if self.rule.needs_outputs else None
+        output, caches = model.forward(x, outputs)
         loss, error = l2_loss(output, targets)
         correct = int(np.count_nonzero(output.argmax(axis=1) == targets.argmax(axis=1)))
         pending: list[Update] = []
 
-        def update(i: int, delta: np.ndarray) -> Mapping[str, np.ndarray]:
-            layer = model.layers[i]
+        def update(layer: Layer, cache: Any, delta: np.ndarray) -> Mapping[str, np.ndarray]:
             params = layer.parameters()
             updates = [
-                optimizer.propose(i, params[g.name], g, layer.weight_clamp, lr_inv, rng)
-                for g in layer.gradient(delta, caches[i])
+                optimizer.propose(layer.name, params[g.name], g, layer.weight_clamp, lr_inv, rng)
+                for g in layer.gradient(delta, cache)
             ]
             pending.extend(updates)
             return NewParameters(params, updates)
 
-        self.rule.backward(model, caches, error, update)
+        self.rule.backward(StepState(model, caches, error, targets, outputs), update)
         for u in pending:  # every check passed: now write
             u.commit()
         return loss, correct
@@ -339,10 +364,22 @@ class Trainer:
         start = time.perf_counter()
         loss = correct = 0
         steps = -(-x.shape[0] // self.batch_size)
+        augment_rng = stream(self.seed, STREAM_AUGMENT, epoch) if self.augment else None
         with using(self.context), single_thread_blas():
+            kernel = accelerated_epoch() if augment_rng is None else None
+            if kernel is not None:  # the whole epoch in one call, where it is covered
+                rng = self.optimizer.rounding_stream(epoch)
+                with self.model.lock.writing():  # readers wait for the epoch's end
+                    done = kernel(
+                        self.model, self.rule, self.optimizer, x, targets, order,
+                        self.batch_size, lr_inv, rng, progress,
+                    )  # fmt: skip
+                if done is not None:
+                    loss, correct, steps = *done, 0
             for s in range(steps):
                 idx = order[s * self.batch_size : (s + 1) * self.batch_size]
-                batch_loss, batch_correct = self._step(x[idx], targets[idx], lr_inv)
+                batch = x[idx] if augment_rng is None else self.augment(x[idx], augment_rng)
+                batch_loss, batch_correct = self._step(batch, targets[idx], lr_inv)
                 loss += batch_loss
                 correct += batch_correct
                 if progress is not None:
@@ -357,6 +394,15 @@ class Trainer:
         with using(self.context):
             return self.model.count_correct(x, labels)
 
+    def evaluate(self, x: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+        """``(correct, loss)`` on ``(x, labels)``: the samples classified as their label and
+        the summed L2 loss against the one-hot targets, from one pass of the model."""
+        with using(self.context):
+            scores = self.model.scores(x)
+        correct = int(np.count_nonzero(scores.argmax(axis=1) == np.asarray(labels)))
+        loss, _ = l2_loss(scores, one_hot(labels, self.model.n_classes, self.target_value))
+        return correct, loss
+
     @serialized
     def fit(
         self,
@@ -366,25 +412,49 @@ class Trainer:
         *,
         x_test: np.ndarray | None = None,
         y_test: np.ndarray | None = None,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        early_stop: int = 0,
         on_epoch: Callable[[EpochResult], None] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[EpochResult]:
         """Train until ``epochs`` epochs are complete (counting any already done).
 
-        After each epoch the test set, if given, is evaluated and ``on_epoch`` is called
-        (the place to save a checkpoint or write a log line). Returns the whole history.
+        After each epoch the validation and test sets, if given, are evaluated (accuracy
+        and loss) and ``on_epoch`` is called (the place to save a checkpoint or write a log
+        line). Everything decided during the run (the optimizer's plateau schedule,
+        ``early_stop`` after that many epochs without a better validation score) is
+        decided on validation, never on the test set. Returns the whole history.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-        while self.epoch < epochs:
+        if early_stop and x_val is None:
+            raise ValueError("early_stop decides on a validation set: give x_val and y_val")
+        while self.epoch < epochs and not self.stopped_early(early_stop):
             result = self.train_epoch(x, labels, progress)
+            if x_val is not None and y_val is not None:
+                result.val_correct, result.val_loss = self.evaluate(x_val, y_val)
+                result.val_total = len(y_val)
+                self.optimizer.end_epoch(result.epoch, result.val_correct)
             if x_test is not None and y_test is not None:
-                result.test_correct = self.score(x_test, y_test)
+                result.test_correct, result.test_loss = self.evaluate(x_test, y_test)
                 result.test_total = len(y_test)
             self.history.append(result)
             if on_epoch is not None:
                 on_epoch(result)
         return self.history
+
+    def stopped_early(self, patience: int) -> bool:
+        """Whether the last ``patience`` epochs brought no better validation score."""
+        scored = [r.val_correct for r in self.history if r.val_correct is not None]
+        if not patience or len(scored) <= patience:
+            return False
+        return max(scored[-patience:]) <= max(scored[:-patience])
+
+    def selected(self) -> EpochResult | None:
+        """The epoch with the best validation score (the first of equals), if validated."""
+        scored = [r for r in self.history if r.val_correct is not None]
+        return max(scored, key=lambda r: r.val_correct) if scored else None
 
     @serialized
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -397,6 +467,7 @@ class Trainer:
             "seed": self.seed,
             "bp_updated_weights": getattr(self.rule, "updated_weights", True),
             **self.rule.settings(),
+            **({"augment": self.augment.settings()} if self.augment else {}),
             "epoch": self.epoch,
             "history": [vars(r) for r in self.history],
         }
@@ -422,26 +493,32 @@ class Trainer:
         overflow: str | None = None,
     ) -> Trainer:
         """Rebuild a trainer from :meth:`state` so that training resumes to the same bits."""
-        rule = settings["algorithm"]
-        feedback = None
-        if rule == "dfa":
-            feedback = [arrays[f"feedback{i}"] for i in range(len(arrays))]
+        name = settings["algorithm"]
+        if name not in RULES:
+            raise ValueError(f"unknown rule {name!r} in the training state")
         trainer = cls(
             model,
-            rule=rule,
+            rule=RULES[name].restore(settings, arrays),
             lr_inv=settings["lr_inv"],
             batch_size=settings["batch_size"],
             lr_double_every=settings["lr_double_every"],
             rounding=settings.get("rounding", "trunc"),
             decay_inv=settings.get("decay_inv", 0),
+            grad_bits=settings.get("grad_bits", 0),
+            plateau=settings.get("plateau"),
             target_value=settings["target_value"],
             seed=settings["seed"],
-            feedback=feedback,
             sample_order=sample_order,
-            bp_updated_weights=settings.get("bp_updated_weights", True),
+            augment=Augment(
+                **{**settings["augment"], "image_shape": tuple(settings["augment"]["image_shape"])}
+            )
+            if settings.get("augment")
+            else None,
             engine=engine,
             overflow=overflow,
         )
+        if "schedule_state" in settings:
+            trainer.optimizer.schedule_state = dict(settings["schedule_state"])
         trainer.epoch = int(settings["epoch"])
         trainer.history = [EpochResult.from_record(r) for r in settings.get("history", [])]
         return trainer

@@ -24,7 +24,9 @@ The package, one responsibility a module:
 * :mod:`.activations`: each activation's C function, call and bounds, in one table;
 * :mod:`.planner`: the integer widths, proven from bounds (no C text);
 * :mod:`.inference`: the C of the two files and of inference;
-* :mod:`.training`: the C of on-device DFA training.
+* :mod:`.training`: the C of on-device DFA training;
+* :mod:`.cnn_planner` and :mod:`.cnn_inference`: layered models (convolutions, pooling,
+  scaling, dense layers), for inference: stages, proven intervals and their C.
 """
 
 from .activations import ACTIVATIONS, activation_c_functions

@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from ...io.atomic import atomic_write_bytes, write_target
-from ...io.model_file import load_checkpoint
+from ...io.model_file import load_model_file
+from ...nn.inputs import InputSpec
 from ...nn.model import Sequential
+from .cnn_inference import generate_layered
+from .cnn_planner import is_layered
 from .ctext import check_name
 from .inference import InferenceGenerator
 from .planner import plan_layers
@@ -18,12 +21,16 @@ from .settings import DEFAULT_MAX_BATCH, DEFAULT_TARGET_VALUE, ExportError, Expo
 from .training import TrainingGenerator
 
 
-def _load(model_or_path: Sequential | str | os.PathLike):
+def _load(model_or_path: Sequential | str | os.PathLike, input_spec: InputSpec | None):
+    """The model, its training state and arrays, its input spec and a name for comments;
+    ``input_spec`` overrides the file's (an in-memory model takes uint8 without it)."""
     if isinstance(model_or_path, Sequential):
-        return model_or_path, None, {}, "an in-memory model"
+        model = model_or_path
+        spec = input_spec or InputSpec.default_for(model.input_shape)
+        return model, None, {}, spec, "an in-memory model"
     path = Path(model_or_path)
-    model, training, arrays = load_checkpoint(path)  # refuses missing and special files
-    return model, training, arrays, path.name
+    model, training, arrays, spec = load_model_file(path)  # refuses missing and special files
+    return model, training, arrays, input_spec or spec, path.name
 
 
 def _feedback_from_file(model: Sequential, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -67,13 +74,17 @@ def generate_c(
     feedback: Sequence[np.ndarray] | None = None,
     max_batch: int | None = None,
     target_value: int | None = None,
+    input_spec: InputSpec | None = None,
 ) -> dict[str, str]:
     """Generate the C source text of a model; returns ``{"NAME.h": ..., "NAME.c": ...}``.
 
     Parameters are those of :func:`export_c`.
     """
     name = check_name(name)
-    model, training, arrays, source = _load(model_or_path)
+    model, training, arrays, spec, source = _load(model_or_path, input_spec)
+    if is_layered(model):  # CNNs: inference only, on uint8 images
+        with model.lock.reading():
+            return generate_layered(model, name, with_training, source)
     training = training or {}
     if max_batch is None:
         max_batch = int(training.get("batch_size", DEFAULT_MAX_BATCH))
@@ -91,8 +102,12 @@ def generate_c(
             raise ExportError("with_training=True on an in-memory model needs feedback=[B1, ...]")
         feedback = _feedback_from_file(model, arrays)
     with model.lock.reading():  # the weights of one moment, if another thread trains it
-        plans = plan_layers(model, with_training, feedback, int(max_batch), int(target_value))
-        cfg = ExportSettings(name, with_training, int(max_batch), int(target_value), source)
+        plans = plan_layers(
+            model, with_training, feedback, int(max_batch), int(target_value), spec.dtype
+        )
+        cfg = ExportSettings(
+            name, with_training, int(max_batch), int(target_value), source, spec.dtype
+        )
         generator = TrainingGenerator if with_training else InferenceGenerator
         gen = generator(model, plans, cfg)
         return {f"{name}.h": gen.header(), f"{name}.c": gen.source()}
@@ -106,6 +121,7 @@ def export_c(
     feedback: Sequence[np.ndarray] | None = None,
     max_batch: int | None = None,
     target_value: int | None = None,
+    input_spec: InputSpec | None = None,
 ) -> list[Path]:
     """Write ``NAME.h`` and ``NAME.c`` for a model into ``out_dir`` (created if needed).
 
@@ -121,6 +137,8 @@ def export_c(
     max_batch : the largest batch ``NAME_train_step`` accepts (sizes its buffers); defaults
         to the file's training batch size, else 20
     target_value : the one-hot target value; defaults to the file's, else 15
+    input_spec : the input type the C takes (``NAME_input_t``) and proves its bounds for;
+        defaults to the file's (see :class:`~pocketnn.nn.inputs.InputSpec`), else uint8
 
     Returns
     -------
@@ -134,7 +152,9 @@ def export_c(
     pocketnn.ModelFileError
         for a missing or unreadable model file.
     """
-    files = generate_c(model_or_path, name, with_training, feedback, max_batch, target_value)
+    files = generate_c(
+        model_or_path, name, with_training, feedback, max_batch, target_value, input_spec
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for filename in files:

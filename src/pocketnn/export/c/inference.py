@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...nn.inputs import INPUT_TYPES
 from .activations import ACTIVATIONS, activation_c_functions
 from .ctext import c_array
 from .planner import LayerPlan
@@ -27,7 +28,7 @@ def params_digest(model: Sequential) -> str:
     """A short sha256 of every parameter, to identify the model in the generated comments."""
     h = hashlib.sha256()
     for layer in model.layers:
-        for a in (layer.W, layer.b):
+        for a in layer.parameters().values():
             h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
     return h.hexdigest()[:16]
 
@@ -87,6 +88,7 @@ class InferenceGenerator:
     def header(self) -> str:
         p, P = self.p, self.P
         first, last = self.plans[0], self.plans[-1]
+        low, high = INPUT_TYPES[self.cfg.input_type]
         layer_macros = "\n".join(
             f"#define {P}_{q.upper}_N_IN {q.n_in}\n#define {P}_{q.upper}_N_OUT {q.n_out}"
             for q in self.plans
@@ -105,7 +107,11 @@ class InferenceGenerator:
 extern "C" {{
 #endif
 
-#define {P}_N_INPUTS {first.n_in}  /* uint8_t inputs, e.g. pixels 0..255 */
+#define {P}_N_INPUTS {first.n_in}
+/* One input value; the integer widths below are proven for every value of this type. */
+typedef {first.in_type} {p}_input_t;
+#define {P}_INPUT_MIN ({low})
+#define {P}_INPUT_MAX {high}
 #define {P}_N_CLASSES {last.n_out}
 #define {P}_N_LAYERS {len(self.plans)}
 {layer_macros}
@@ -127,7 +133,7 @@ extern "C" {{
  * Classify one input: writes the {P}_N_CLASSES integer scores (the last layer's output)
  * and returns the class with the highest score (the first one on ties), or {P}_ERR_OVERFLOW.
  */
-int {p}_predict(const uint8_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]);
+int {p}_predict(const {p}_input_t input[{P}_N_INPUTS], int32_t scores[{P}_N_CLASSES]);
 {self.header_training()}
 #ifdef __cplusplus
 }}
@@ -246,7 +252,7 @@ static int {q.ident}_forward(const {q.in_type} in[{q.upper}_N_IN], {out_type} ou
         decl = "    int status;" if len(self.plans) > 1 else "    (void)row;  /* no hidden layer */"
         return f"""\
 /* Run every layer on one input, keeping the hidden outputs in buffer row `row`. */
-static int forward(const uint8_t input[{self.P}_N_INPUTS], int row,
+static int forward(const {self.p}_input_t input[{self.P}_N_INPUTS], int row,
                    int32_t scores[{self.P}_N_CLASSES])
 {{
 {decl}
@@ -265,7 +271,8 @@ static int argmax(const int32_t scores[{self.P}_N_CLASSES])
 
     def predict(self) -> str:
         return f"""\
-int {self.p}_predict(const uint8_t input[{self.P}_N_INPUTS], int32_t scores[{self.P}_N_CLASSES])
+int {self.p}_predict(const {self.p}_input_t input[{self.P}_N_INPUTS],
+{" " * len(self.p)}             int32_t scores[{self.P}_N_CLASSES])
 {{
     const int status = forward(input, 0, scores);
     return status != {self.P}_OK ? status : argmax(scores);

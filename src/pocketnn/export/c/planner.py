@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...nn.inputs import INPUT_TYPES
 from ...nn.layers import Dense
 from .activations import ACTIVATIONS, exportable
 from .ctext import INT32_MAX, INT32_MIN, c_arith_type, c_type, is_c_identifier
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
     from ...nn.model import Sequential
 
 INT64_MAX = 2**63 - 1
-INPUT_MAX = 255
-"""Inputs are bytes: ``NAME_predict`` takes ``uint8_t`` values 0..255."""
+INPUT_MAX = INPUT_TYPES["uint8"][1]
+"""The largest input of a model without an input record: bytes, ``uint8_t`` 0..255."""
 
 
 @dataclass
@@ -81,14 +82,17 @@ def plan_layers(
     feedback: Sequence[np.ndarray] | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     target_value: int = DEFAULT_TARGET_VALUE,
+    input_type: str = "uint8",
 ) -> list[LayerPlan]:
     """Choose every integer type of the generated code from bounds proven on the model.
 
     Inference-only code bounds ``|z|`` with the actual constant weights; training code must
     hold for any weights within the clamp, and for any batch of up to ``max_batch`` samples.
+    Both hold for every value of ``input_type`` (a key of ``INPUT_TYPES``), the C's input.
     """
     plans: list[LayerPlan] = []
-    in_bound, in_type = INPUT_MAX, "uint8_t"
+    low, high = INPUT_TYPES[input_type]
+    in_bound, in_type = max(-low, high), f"{input_type}_t"
     n_layers = len(model.layers)
     for i, layer in enumerate(model.layers):
         if not isinstance(layer, Dense):

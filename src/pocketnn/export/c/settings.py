@@ -26,3 +26,4 @@ class ExportSettings:
     max_batch: int = DEFAULT_MAX_BATCH
     target_value: int = DEFAULT_TARGET_VALUE
     source: str = "an in-memory model"
+    input_type: str = "uint8"  # a key of pocketnn.nn.inputs.INPUT_TYPES

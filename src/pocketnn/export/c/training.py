@@ -34,12 +34,12 @@ class TrainingGenerator(InferenceGenerator):
 /*
  * One DFA training step on a mini-batch, exactly as pocketnn.Trainer.step with its
  * default rounding="trunc" (a model trained with stochastic rounding continues truncating):
- * images: n rows of {P}_N_INPUTS bytes; labels: n class indices; 1 <= n <= {P}_MAX_BATCH;
+ * images: n rows of {P}_N_INPUTS values; labels: n class indices; 1 <= n <= {P}_MAX_BATCH;
  * lr_inv >= 1: every update divides the batch-summed gradient by -lr_inv (truncating).
  * Returns the number of samples classified correctly before the update (0..n), or a
  * negative {P}_ERR_* code. On error no weight has been changed.
  */
-int {p}_train_step(const uint8_t *images, const uint8_t *labels, int n, int32_t lr_inv);
+int {p}_train_step(const {p}_input_t *images, const uint8_t *labels, int n, int32_t lr_inv);
 """
 
     def sample_buffers(self, q: LayerPlan) -> list[str]:
@@ -200,7 +200,8 @@ static void {q.ident}_update(const {q.in_type} *a, int n, int32_t lr_inv)
         checks_text = "\n".join(checks) or "    /* (none needed: every bound fits int32) */"
         updates = "\n".join(f"    {q.ident}_update({a}, n, lr_inv);" for q, a in zip(plans, inputs))
         return f"""\
-int {self.p}_train_step(const uint8_t *images, const uint8_t *labels, int n, int32_t lr_inv)
+int {self.p}_train_step(const {self.p}_input_t *images, const uint8_t *labels, int n,
+{" " * len(self.p)}                int32_t lr_inv)
 {{
     int s, c, status, correct = 0;
     if (n < 1 || n > {P}_MAX_BATCH) return {P}_ERR_BATCH_SIZE;

@@ -7,7 +7,7 @@
 
 #include "pnn_api.h"
 
-static const uint8_t input[PNN_N_INPUTS];
+static const pnn_input_t input[PNN_N_INPUTS];
 volatile int32_t pnn_sink;
 
 int main(void)

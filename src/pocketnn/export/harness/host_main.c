@@ -1,11 +1,11 @@
 /*
  * Host test driver for generated models (binary protocol, native little-endian int32).
  *
- *   host predict < images   stdin: N_INPUTS bytes per input, until end of file.
+ *   host predict < images   stdin: N_INPUTS values (NAME_input_t) per input, until end of file.
  *                           stdout per input: N_CLASSES int32 scores, then the int32 result
  *                           of NAME_predict (the class or an error code).
- *   host train < steps      stdin per step: int32 n, int32 lr_inv, n * N_INPUTS image bytes,
- *                           n label bytes. stdout: one int32 result per step, then every
+ *   host train < steps      stdin per step: int32 n, int32 lr_inv, n * N_INPUTS input values
+ *                           (NAME_input_t), n label bytes. stdout: one int32 result per step, then every
  *                           parameter array's raw bytes (NAME_FOR_EACH_PARAM order).
  */
 #include <stdint.h>
@@ -16,7 +16,7 @@
 
 static int predict_all(void)
 {
-    uint8_t input[PNN_N_INPUTS];
+    pnn_input_t input[PNN_N_INPUTS];
     int32_t out[PNN_N_CLASSES + 1];
     while (fread(input, 1, sizeof input, stdin) == sizeof input) {
         out[PNN_N_CLASSES] = pnn_predict(input, out);
@@ -27,7 +27,7 @@ static int predict_all(void)
 
 #ifdef PNN_WITH_TRAINING
 #define BATCH_CAPACITY 1024
-static uint8_t images[BATCH_CAPACITY][PNN_N_INPUTS];
+static pnn_input_t images[BATCH_CAPACITY][PNN_N_INPUTS];
 static uint8_t labels[BATCH_CAPACITY];
 
 #define DUMP_PARAM(array) fwrite(array, sizeof(array), 1, stdout);
@@ -42,7 +42,7 @@ static int train_all(void)
             fprintf(stderr, "host: batch of %ld is beyond the harness capacity\n", (long)n);
             return 1;
         }
-        if (fread(images, PNN_N_INPUTS, (size_t)n, stdin) != (size_t)n
+        if (fread(images, sizeof images[0], (size_t)n, stdin) != (size_t)n
             || fread(labels, 1, (size_t)n, stdin) != (size_t)n) {
             fprintf(stderr, "host: truncated training step\n");
             return 1;

@@ -14,6 +14,7 @@
 #define PNN_N_INPUTS PNN_CAT(PNN_PREFIX_UPPER, _N_INPUTS)
 #define PNN_N_CLASSES PNN_CAT(PNN_PREFIX_UPPER, _N_CLASSES)
 #define PNN_FOR_EACH_PARAM PNN_CAT(PNN_PREFIX_UPPER, _FOR_EACH_PARAM)
+#define pnn_input_t PNN_CAT(PNN_PREFIX, _input_t)
 #define pnn_predict PNN_CAT(PNN_PREFIX, _predict)
 #define pnn_train_step PNN_CAT(PNN_PREFIX, _train_step)
 

@@ -28,6 +28,19 @@ def pocket_leakyrelu(z: np.ndarray, fan_in: int = 0) -> tuple[np.ndarray, np.nda
     return y, flat_outside(negative | positive, np.where(negative, 5, 1))
 
 
+def leaky_relu8(z: np.ndarray, fan_in: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Integer leaky ReLU for 8-bit activations: ``z`` (g 1) on [0, 127], ``z / 4`` (g 4) on
+    [-127, 0), flat at 127 above and at -31 below, where ``g`` is 127 (the pocket family's
+    slope of a saturated piece: a saturated unit still gets a little error and can come
+    back, where a zero slope would let it die)."""
+    z = np.asarray(z, dtype=np.int64)
+    negative = (z >= -127) & (z < 0)
+    positive = (z >= 0) & (z <= 127)
+    y = np.where(z < 0, trunc_div(np.maximum(z, -127), 4), np.minimum(z, 127))
+    g = np.where(negative, 4, np.where(positive, 1, 127))
+    return y, g
+
+
 PLU_ALPHA_INV = 10
 PLU_C = 1
 
@@ -81,6 +94,26 @@ static int32_t pocket_leakyrelu(int32_t z, int32_t *g)
     return z < 0 ? -32767 : 32767;
 }""",
     c_call="pocket_leakyrelu({z}, {g})",
+)
+LEAKY_RELU8 = Activation(
+    name="leaky_relu8",
+    function=leaky_relu8,
+    out_bound=127,
+    g_max=127,
+    # constant below -127 and above 127: the table's clip is exact
+    table=tabulate(leaky_relu8, -128, 128, lambda fan_in: 1),
+    c_source="""\
+/* Integer leaky ReLU 8-bit: z (g 1) on [0, 127], z / 4 (g 4) on [-127, 0), flat (g 127)
+ * outside. */
+static int32_t leaky_relu8(int32_t z, int32_t *g)
+{
+    if (z > 127) { *g = 127; return 127; }
+    if (z >= 0) { *g = 1; return z; }
+    if (z >= -127) { *g = 4; return z / 4; }
+    *g = 127;
+    return -127 / 4;
+}""",
+    c_call="leaky_relu8({z}, {g})",
 )
 PLU = Activation(
     name="plu",

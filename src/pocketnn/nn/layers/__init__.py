@@ -11,9 +11,17 @@ from types import MappingProxyType
 from typing import Any
 
 from .base import Gradient, Layer, LayerConfig
+from .conv import Conv2D
 from .dense import WEIGHT_CLAMP, Dense, DenseConfig, param_dtype
+from .elementwise import ActivationLayer, Scale, scale_divisor
+from .shape_layers import AvgPool2D, Flatten, MaxPool2D
 
-LAYER_TYPES = MappingProxyType({cls.type_name: cls for cls in (Dense,)})
+LAYER_TYPES = MappingProxyType(
+    {
+        cls.type_name: cls
+        for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Scale, ActivationLayer)
+    }
+)
 """Layer classes by the type name stored in model files."""
 
 
@@ -30,6 +38,13 @@ def build_layer(type_name: str, config: Mapping[str, Any]) -> Layer:
 
 __all__ = [
     "LAYER_TYPES",
+    "ActivationLayer",
+    "AvgPool2D",
+    "Conv2D",
+    "Flatten",
+    "MaxPool2D",
+    "Scale",
+    "scale_divisor",
     "WEIGHT_CLAMP",
     "Dense",
     "DenseConfig",

@@ -32,15 +32,21 @@ import numpy as np
 
 
 class Gradient(NamedTuple):
-    """The exact integer gradient of one parameter (int64, int32-guarded).
+    """The exact integer gradient of one parameter (int64).
 
     ``rows``: the parameter rows it covers (None: all). Rows left out have an exactly zero
     gradient (a dense layer skips all-zero input columns of raw pixels).
+    ``scale``: the optimizer divides by ``lr_inv * scale`` (a convolution sums its gradient
+    over every output position, so it asks for that many times smaller steps).
+    ``int32``: the value passed the int32 guard (the reference's semantics, and what lets
+    the optimizer update in int32); a convolution's gradient is exact in int64 instead.
     """
 
     name: str
     value: np.ndarray
     rows: np.ndarray | None = None
+    scale: int = 1
+    int32: bool = True
 
 
 @dataclass(frozen=True)

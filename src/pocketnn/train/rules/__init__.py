@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from .base import LearningRule, trainable
+from .base import LearningRule, StepState, blocks, trainable
 from .bp import Backprop
 from .dfa import DFA, random_feedback
+from .local import LocalLosses
 
-RULES = MappingProxyType({cls.name: cls for cls in (DFA, Backprop)})
+RULES = MappingProxyType({cls.name: cls for cls in (DFA, Backprop, LocalLosses)})
 
 
-__all__ = ["DFA", "RULES", "Backprop", "LearningRule", "random_feedback", "trainable"]
+__all__ = [
+    "DFA",
+    "RULES",
+    "Backprop",
+    "LearningRule",
+    "LocalLosses",
+    "StepState",
+    "blocks",
+    "random_feedback",
+    "trainable",
+]

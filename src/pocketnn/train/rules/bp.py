@@ -1,14 +1,16 @@
-"""Integer backpropagation: the error goes back layer by layer through the weights."""
+"""Integer backpropagation: the error goes back layer by layer through the weights.
+
+Dense layers check every error against int32 (the reference's semantics); in a network
+with :class:`~pocketnn.nn.layers.Scale` layers the error is also brought back within a few
+bits at every scaling layer, so it cannot grow from layer to layer and overflow.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from ...nn.model import Sequential
-from .base import LearningRule, UpdateFn
+from .base import LearningRule, StepState, UpdateFn
 
 
 class Backprop(LearningRule):
@@ -25,16 +27,18 @@ class Backprop(LearningRule):
     def __init__(self, updated_weights: bool = True) -> None:
         self.updated_weights = bool(updated_weights)
 
+    @classmethod
+    def restore(cls, settings: Mapping[str, Any], arrays: Mapping[str, Any]) -> Backprop:
+        return cls(settings.get("bp_updated_weights", True))
+
     def settings(self) -> dict[str, Any]:
         return {"bp_updated_weights": self.updated_weights}
 
-    def backward(
-        self, model: Sequential, caches: Sequence[Any], error: np.ndarray, update: UpdateFn
-    ) -> None:
-        layers = model.layers
-        delta = layers[-1].delta(error, caches[-1])
+    def backward(self, state: StepState, update: UpdateFn) -> None:
+        layers, caches = state.model.layers, state.caches
+        delta = layers[-1].delta(state.error, caches[-1])
         for i in range(len(layers) - 1, -1, -1):
-            new = update(i, delta) if layers[i].parameters() else None
+            new = update(layers[i], caches[i], delta) if layers[i].parameters() else None
             if i:
                 params = new if self.updated_weights else None
                 err = layers[i].backward(delta, caches[i], params)

@@ -1,0 +1,233 @@
+"""Two-dimensional convolution with integer weights, as exact products over unfolded patches.
+
+``a`` of shape ``(N, C, H, W)`` is unfolded into one row per output position
+(``im2col``: ``(N * Ho * Wo, C * k * k)``, zero padding), so the convolution is the same exact
+integer product a dense layer uses, on any engine: ``z = cols @ W + b``. Rows are processed
+in chunks so the float64 work buffers of the ``blas`` engine stay small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from ...core.products import exact_matmul, matmul
+from .base import Gradient, LayerConfig, check_parameter
+from .dense import WEIGHT_CLAMP, param_dtype
+
+CHUNK_ROWS = 8192
+"""Unfolded rows per product: bounds the work buffers (8192 x 576 float64 = 38 MB)."""
+
+
+def unfold(a: np.ndarray, k: int, stride: int, padding: int) -> np.ndarray:
+    """``im2col``: ``(N, C, H, W)`` -> ``(N * Ho * Wo, C * k * k)``, rows in (n, y, x) order,
+    columns in (c, ky, kx) order, in ``a``'s dtype."""
+    if padding:
+        a = np.pad(a, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    windows = np.lib.stride_tricks.sliding_window_view(a, (k, k), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride]  # (N, C, Ho, Wo, k, k)
+    n, c, ho, wo = windows.shape[:4]
+    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(n * ho * wo, -1)
+
+
+def fold(cols: np.ndarray, shape: tuple[int, ...], k: int, stride: int, padding: int):
+    """The adjoint of :func:`unfold`: sum every patch entry back onto its input position."""
+    n, c, h, w = shape
+    ho = (h + 2 * padding - k) // stride + 1
+    wo = (w + 2 * padding - k) // stride + 1
+    patches = cols.reshape(n, ho, wo, c, k, k)
+    out = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    for ky in range(k):
+        for kx in range(k):
+            out[:, :, ky : ky + stride * ho : stride, kx : kx + stride * wo : stride] += patches[
+                :, :, :, :, ky, kx
+            ].transpose(0, 3, 1, 2)
+    return out[:, :, padding : padding + h, padding : padding + w]
+
+
+@dataclass(frozen=True)
+class Conv2DConfig(LayerConfig):
+    in_channels: int
+    out_channels: int
+    kernel: int
+    height: int
+    width: int
+    stride: int = 1
+    padding: int = 0
+    weight_clamp: int = WEIGHT_CLAMP
+
+
+class ConvCache(NamedTuple):
+    cols: np.ndarray  # the unfolded input, in the input's (small) dtype
+    batch: int
+
+
+class Conv2D:
+    """``z[n, o, y, x] = sum_{c, ky, kx} a[n, c, y*s + ky - p, x*s + kx - p] * W[c, ky, kx, o]
+    + b[o]``, zero padding, no activation (follow it with :class:`Scale` and
+    :class:`Activation`).
+
+    ``W`` is stored as a ``(in_channels * kernel * kernel, out_channels)`` matrix, rows in
+    (c, ky, kx) order; ``b`` as ``(1, out_channels)``. The input's spatial size is part of
+    the configuration, so shapes are checked when the model is built.
+    """
+
+    type_name: ClassVar[str] = "Conv2D"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        height: int,
+        width: int,
+        stride: int = 1,
+        padding: int = 0,
+        name: str = "conv",
+        weight_clamp: int = WEIGHT_CLAMP,
+    ) -> None:
+        for label, value, low in (
+            ("in_channels", in_channels, 1),
+            ("out_channels", out_channels, 1),
+            ("kernel", kernel, 1),
+            ("height", height, 1),
+            ("width", width, 1),
+            ("stride", stride, 1),
+            ("padding", padding, 0),
+            ("weight_clamp", weight_clamp, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name}: {label} must be an integer >= {low}, got {value!r}")
+        if kernel > height + 2 * padding or kernel > width + 2 * padding:
+            raise ValueError(
+                f"{name}: kernel {kernel} is larger than its input {height}x{width} "
+                f"with padding {padding}"
+            )
+        self.name = name
+        self._cfg = Conv2DConfig(
+            name,
+            int(in_channels),
+            int(out_channels),
+            int(kernel),
+            int(height),
+            int(width),
+            int(stride),
+            int(padding),
+            int(weight_clamp),
+        )
+        c = self._cfg
+        self.out_height = (c.height + 2 * c.padding - c.kernel) // c.stride + 1
+        self.out_width = (c.width + 2 * c.padding - c.kernel) // c.stride + 1
+        self.fan_in = c.in_channels * c.kernel * c.kernel
+        dtype = param_dtype(c.weight_clamp)
+        self.W = np.zeros((self.fan_in, c.out_channels), dtype=dtype)
+        self.b = np.zeros((1, c.out_channels), dtype=dtype)
+        self._where = {
+            op: f"{name}: {op}"
+            for op in ("forward cols @ W + b", "update cols.T @ delta", "backward delta @ W.T")
+        }
+
+    def __repr__(self) -> str:
+        c = self._cfg
+        return (
+            f"Conv2D({c.in_channels}->{c.out_channels}, k{c.kernel} s{c.stride} "
+            f"p{c.padding}, name={self.name!r})"
+        )
+
+    @property
+    def fans(self) -> tuple[int, int]:
+        """Inputs and outputs of one kernel application, for initialisation."""
+        k2 = self._cfg.kernel**2
+        return self._cfg.in_channels * k2, self._cfg.out_channels * k2
+
+    @property
+    def config(self) -> Conv2DConfig:
+        return self._cfg
+
+    @property
+    def weight_clamp(self) -> int:
+        return self._cfg.weight_clamp
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self._cfg.in_channels, self._cfg.height, self._cfg.width)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self._cfg.out_channels, self.out_height, self.out_width)
+
+    def _products(self, cols: np.ndarray, batch: int) -> np.ndarray:
+        z = np.empty((cols.shape[0], self._cfg.out_channels), dtype=np.int64)
+        for start in range(0, cols.shape[0], CHUNK_ROWS):
+            part = slice(start, start + CHUNK_ROWS)
+            z[part] = matmul(cols[part], self.W, self.b, where=self._where["forward cols @ W + b"])
+        return z.reshape(batch, self.out_height, self.out_width, -1).transpose(0, 3, 1, 2)
+
+    def forward(self, a: np.ndarray) -> tuple[np.ndarray, ConvCache]:
+        c = self._cfg
+        cols = unfold(a, c.kernel, c.stride, c.padding)
+        return self._products(cols, a.shape[0]), ConvCache(cols, a.shape[0])
+
+    def infer(self, a: np.ndarray) -> np.ndarray:
+        c = self._cfg
+        return self._products(unfold(a, c.kernel, c.stride, c.padding), a.shape[0])
+
+    def delta(self, error: np.ndarray, cache: ConvCache) -> np.ndarray:
+        """No activation: the delta at the sum is the error itself."""
+        return error
+
+    @staticmethod
+    def _rows(delta: np.ndarray) -> np.ndarray:
+        """``(N, O, Ho, Wo)`` -> ``(N * Ho * Wo, O)``, the layout of the unfolded rows."""
+        return delta.transpose(0, 2, 3, 1).reshape(-1, delta.shape[1])
+
+    def backward(
+        self,
+        delta: np.ndarray,
+        cache: ConvCache,
+        params: Mapping[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """The error at the input: ``fold(delta @ W.T)``, exact in int64."""
+        c = self._cfg
+        W = self.W if params is None else params["W"]
+        rows = self._rows(delta)
+        cols = np.empty((rows.shape[0], self.fan_in), dtype=np.int64)
+        for start in range(0, rows.shape[0], CHUNK_ROWS):
+            part = slice(start, start + CHUNK_ROWS)
+            cols[part] = exact_matmul(rows[part], W.T, self._where["backward delta @ W.T"])[0]
+        shape = (cache.batch, c.in_channels, c.height, c.width)
+        return fold(cols, shape, c.kernel, c.stride, c.padding)
+
+    def gradient(self, delta: np.ndarray, cache: ConvCache) -> list[Gradient]:
+        """``cols.T @ delta`` and ``colsum(delta)``, summed over the batch and every output
+        position: exact int64 sums (a bound check refuses them beyond int64); the optimizer
+        divides by ``lr_inv`` times the number of positions."""
+        rows = self._rows(delta)
+        grad_w = np.zeros(self.W.shape, dtype=np.int64)
+        for start in range(0, rows.shape[0], CHUNK_ROWS):
+            part = slice(start, start + CHUNK_ROWS)
+            grad_w += exact_matmul(
+                cache.cols[part].T, rows[part], self._where["update cols.T @ delta"]
+            )[0]
+        grad_b = rows.sum(axis=0, keepdims=True, dtype=np.int64)
+        positions = self.out_height * self.out_width
+        return [
+            Gradient("W", grad_w, None, positions, int32=False),
+            Gradient("b", grad_b, None, positions, int32=False),
+        ]
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return {"W": self.W, "b": self.b}
+
+    def set_parameters(self, params: Mapping[str, np.ndarray]) -> None:
+        clamp = self._cfg.weight_clamp
+        W = check_parameter(self.name, "W", params["W"], self.W.shape, clamp)
+        b = np.asarray(params["b"])
+        b = check_parameter(
+            self.name, "b", b.reshape(1, -1) if b.ndim == 1 else b, self.b.shape, clamp
+        )
+        self.W = W.astype(self.W.dtype)
+        self.b = b.astype(self.b.dtype)

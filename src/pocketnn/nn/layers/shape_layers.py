@@ -1,0 +1,176 @@
+"""Layers without parameters that move values around: pooling and flattening.
+
+They share the protocol of every layer; their ``delta`` is the error itself (no
+activation), their ``gradient`` is empty, and ``backward`` routes the error back to where
+each output came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from ...core.arith import trunc_div
+from .base import Gradient, LayerConfig
+
+
+class Parameterless:
+    """What every layer without parameters shares (its typed config lives in ``_cfg``)."""
+
+    name: str
+    _cfg: LayerConfig
+
+    @property
+    def config(self) -> LayerConfig:
+        return self._cfg
+
+    @property
+    def weight_clamp(self) -> int:
+        return 0
+
+    def infer(self, a: np.ndarray) -> np.ndarray:
+        return self.forward(a)[0]
+
+    def delta(self, error: np.ndarray, cache: object) -> np.ndarray:
+        return error
+
+    def gradient(self, delta: np.ndarray, cache: object) -> list[Gradient]:
+        return []
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def set_parameters(self, params: Mapping[str, np.ndarray]) -> None:
+        if params:
+            raise ValueError(f"{self.name}: a {type(self).__name__} layer has no parameters")
+
+
+def _check_positive(name: str, **values: int) -> None:
+    for label, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: {label} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PoolConfig(LayerConfig):
+    channels: int
+    height: int
+    width: int
+    size: int = 2
+
+
+class PoolCache(NamedTuple):
+    where: np.ndarray | None  # max pooling: the index of each maximum in its window
+    batch: int
+
+
+class ImageInput(Parameterless):
+    """A parameter-free layer whose input is an image ``(channels, height, width)``."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self._cfg.channels, self._cfg.height, self._cfg.width)
+
+
+class _Pool(ImageInput):
+    """Non-overlapping ``size x size`` windows; a border that does not fill a window is
+    dropped (as PyTorch does) and gets no error back."""
+
+    def __init__(self, channels: int, height: int, width: int, size: int = 2, name: str = "pool"):
+        _check_positive(name, channels=channels, height=height, width=width, size=size)
+        if size > height or size > width:
+            raise ValueError(f"{name}: pool size {size} is larger than its input {height}x{width}")
+        self.name = name
+        self._cfg = PoolConfig(name, int(channels), int(height), int(width), int(size))
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        c = self._cfg
+        return (c.channels, c.height // c.size, c.width // c.size)
+
+    def _windows(self, a: np.ndarray) -> np.ndarray:
+        """``(N, C, H, W)`` -> ``(N, C, Ho, Wo, size * size)``."""
+        k = self._cfg.size
+        n, ch, ho, wo = a.shape[0], *self.output_shape
+        a = a[:, :, : ho * k, : wo * k].reshape(n, ch, ho, k, wo, k)
+        return a.transpose(0, 1, 2, 4, 3, 5).reshape(n, ch, ho, wo, k * k)
+
+    def _unwindow(self, spread: np.ndarray) -> np.ndarray:
+        """The inverse layout of :meth:`_windows`, zeros on a dropped border."""
+        k, c = self._cfg.size, self._cfg
+        n, ch, ho, wo = spread.shape[:4]
+        full = np.zeros((n, ch, c.height, c.width), dtype=spread.dtype)
+        full[:, :, : ho * k, : wo * k] = (
+            spread.reshape(n, ch, ho, wo, k, k)
+            .transpose(0, 1, 2, 4, 3, 5)
+            .reshape(n, ch, ho * k, wo * k)
+        )
+        return full
+
+
+class MaxPool2D(_Pool):
+    """The maximum of each window; the error goes back to the first maximum of its window."""
+
+    type_name: ClassVar[str] = "MaxPool2D"
+
+    def forward(self, a: np.ndarray) -> tuple[np.ndarray, PoolCache]:
+        windows = self._windows(a)
+        where = windows.argmax(axis=-1)  # the first maximum: deterministic on ties
+        y = np.take_along_axis(windows, where[..., None], axis=-1)[..., 0]
+        return y, PoolCache(where.astype(np.uint8), a.shape[0])
+
+    def infer(self, a: np.ndarray) -> np.ndarray:
+        return self._windows(a).max(axis=-1)
+
+    def backward(self, delta, cache: PoolCache, params=None) -> np.ndarray:
+        k2 = self._cfg.size**2
+        spread = np.zeros((*delta.shape, k2), dtype=delta.dtype)
+        np.put_along_axis(spread, cache.where[..., None].astype(np.intp), delta[..., None], -1)
+        return self._unwindow(spread)
+
+
+class AvgPool2D(_Pool):
+    """The truncated mean of each window (``sum / size**2``, toward zero); backward gives
+    every input of a window ``error / size**2``, truncating: the exact slope."""
+
+    type_name: ClassVar[str] = "AvgPool2D"
+
+    def forward(self, a: np.ndarray) -> tuple[np.ndarray, PoolCache]:
+        total = self._windows(a).sum(axis=-1, dtype=np.int64)
+        return trunc_div(total, self._cfg.size**2), PoolCache(None, a.shape[0])
+
+    def backward(self, delta, cache: PoolCache, params=None) -> np.ndarray:
+        share = trunc_div(delta, self._cfg.size**2)
+        return self._unwindow(np.repeat(share[..., None], self._cfg.size**2, axis=-1))
+
+
+@dataclass(frozen=True)
+class FlattenConfig(LayerConfig):
+    channels: int
+    height: int
+    width: int
+
+
+class Flatten(ImageInput):
+    """``(N, C, H, W)`` -> ``(N, C * H * W)``, in (c, y, x) order."""
+
+    type_name: ClassVar[str] = "Flatten"
+
+    def __init__(self, channels: int, height: int, width: int, name: str = "flatten") -> None:
+        _check_positive(name, channels=channels, height=height, width=width)
+        self.name = name
+        self._cfg = FlattenConfig(name, int(channels), int(height), int(width))
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (math.prod(self.input_shape),)
+
+    def forward(self, a: np.ndarray) -> tuple[np.ndarray, int]:
+        return a.reshape(a.shape[0], -1), a.shape[0]
+
+    def backward(self, delta, cache: int, params=None) -> np.ndarray:
+        return delta.reshape(cache, *self.input_shape)

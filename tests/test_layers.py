@@ -1,0 +1,219 @@
+"""CNN layers against naive loop-based integer references: forward, delta, gradient.
+
+Each layer's fast path (unfolded exact products, reshapes) is checked bit for bit against
+a plain Python-integer loop over every index, with hypothesis over shapes, strides,
+paddings and value ranges, on every engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pocketnn import configure
+from pocketnn.nn.layers import (
+    ActivationLayer,
+    AvgPool2D,
+    Conv2D,
+    Flatten,
+    MaxPool2D,
+    Scale,
+)
+from pocketnn.nn.layers.elementwise import shrink_error
+
+ENGINES = [pytest.param("fused", marks=pytest.mark.numba), "blas", "int"]
+
+
+def c_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+@st.composite
+def conv_case(draw):
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    k, stride, pad = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, k - 2 * pad), 9))
+    w = draw(st.integers(max(1, k - 2 * pad), 9))
+    lim = draw(st.sampled_from([1, 127, 255]))
+    dtype = np.uint8 if lim == 255 else np.int8
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    a = rng.integers(0 if lim == 255 else -lim, lim + 1, (n, c, h, w)).astype(dtype)
+    clamp = draw(st.sampled_from([1, 300, 32767]))
+    layer = Conv2D(c, o, k, h, w, stride, pad, name="conv", weight_clamp=clamp)
+    W = rng.integers(-clamp, clamp + 1, layer.W.shape)
+    b = rng.integers(-clamp, clamp + 1, layer.b.shape)
+    layer.set_parameters({"W": W, "b": b})
+    delta = rng.integers(-300, 301, (n, o, *layer.output_shape[1:]))
+    return layer, a, delta
+
+
+def naive_conv(layer: Conv2D, a: np.ndarray):
+    """Forward, and for a delta the input error and the gradients, by explicit loops."""
+    cfg = layer.config
+    k, s, p = cfg.kernel, cfg.stride, cfg.padding
+    W = layer.W.astype(object).reshape(cfg.in_channels, k, k, cfg.out_channels)
+    n = a.shape[0]
+    _, ho, wo = layer.output_shape
+
+    def taps(oy, ox):
+        for c in range(cfg.in_channels):
+            for ky in range(k):
+                for kx in range(k):
+                    y, x = oy * s + ky - p, ox * s + kx - p
+                    if 0 <= y < cfg.height and 0 <= x < cfg.width:
+                        yield c, ky, kx, y, x
+
+    z = np.zeros((n, cfg.out_channels, ho, wo), dtype=object)
+    for i in range(n):
+        for o in range(cfg.out_channels):
+            for oy in range(ho):
+                for ox in range(wo):
+                    z[i, o, oy, ox] = int(layer.b[0, o]) + sum(
+                        int(a[i, c, y, x]) * W[c, ky, kx, o] for c, ky, kx, y, x in taps(oy, ox)
+                    )
+
+    def backward(delta):
+        err = np.zeros(a.shape, dtype=object)
+        gw = np.zeros(W.shape, dtype=object)
+        for i in range(n):
+            for o in range(cfg.out_channels):
+                for oy in range(ho):
+                    for ox in range(wo):
+                        d = int(delta[i, o, oy, ox])
+                        for c, ky, kx, y, x in taps(oy, ox):
+                            err[i, c, y, x] += d * W[c, ky, kx, o]
+                            gw[c, ky, kx, o] += d * int(a[i, c, y, x])
+        gb = delta.astype(object).sum(axis=(0, 2, 3))
+        return err, gw.reshape(layer.W.shape), gb.reshape(1, -1)
+
+    return z, backward
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=60, deadline=None)
+@given(case=conv_case())
+def test_conv2d_matches_the_loop_reference(engine, case):
+    layer, a, delta = case
+    z_ref, backward = naive_conv(layer, a)
+    err_ref, gw_ref, gb_ref = backward(delta)
+    with configure(engine=engine, overflow="wrap"):
+        bound = 255 * layer.weight_clamp * layer.fan_in + layer.weight_clamp
+        z, cache = layer.forward(a)
+        if bound < 2**31:  # else the int32 guard's business (wrap), tested elsewhere
+            assert np.array_equal(z.astype(object), z_ref)
+            assert np.array_equal(layer.infer(a), z)
+        assert np.array_equal(layer.delta(delta, cache), delta)  # no activation
+        err = layer.backward(delta, cache)
+        grads = {g.name: g for g in layer.gradient(delta, cache)}
+    assert err.shape == a.shape and np.array_equal(err.astype(object), err_ref)
+    assert np.array_equal(grads["W"].value.astype(object), gw_ref)
+    assert np.array_equal(grads["b"].value.astype(object), gb_ref)
+    assert grads["W"].scale == layer.out_height * layer.out_width
+
+
+@st.composite
+def pool_case(draw):
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    size = draw(st.integers(1, 4))
+    h, w = draw(st.integers(size, 11)), draw(st.integers(size, 11))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    # few distinct values: ties, which must go to the first maximum
+    a = rng.integers(-3, 4, (n, c, h, w)).astype(np.int8)
+    delta = rng.integers(-1000, 1001, (n, c, h // size, w // size))
+    return size, a, delta
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=pool_case())
+def test_max_pooling_matches_the_loop_reference(case):
+    size, a, delta = case
+    n, c, h, w = a.shape
+    layer = MaxPool2D(c, h, w, size)
+    y, cache = layer.forward(a)
+    err = layer.backward(layer.delta(delta, cache), cache)
+    err_ref = np.zeros(a.shape, dtype=np.int64)
+    for i in range(n):
+        for ch in range(c):
+            for oy in range(h // size):
+                for ox in range(w // size):
+                    best = None
+                    for ky in range(size):  # row-major: the first maximum wins
+                        for kx in range(size):
+                            v = int(a[i, ch, oy * size + ky, ox * size + kx])
+                            if best is None or v > best[0]:
+                                best = (v, oy * size + ky, ox * size + kx)
+                    assert y[i, ch, oy, ox] == best[0]
+                    err_ref[i, ch, best[1], best[2]] += delta[i, ch, oy, ox]
+    assert np.array_equal(err, err_ref)
+    assert np.array_equal(layer.infer(a), y)
+    assert layer.gradient(delta, cache) == [] and layer.parameters() == {}
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=pool_case())
+def test_average_pooling_truncates_like_c(case):
+    size, a, delta = case
+    n, c, h, w = a.shape
+    layer = AvgPool2D(c, h, w, size)
+    y, cache = layer.forward(a.astype(np.int64) * 37)
+    err = layer.backward(delta, cache)
+    for i in range(n):
+        for ch in range(c):
+            for oy in range(h // size):
+                for ox in range(w // size):
+                    win = a[i, ch, oy * size : oy * size + size, ox * size : ox * size + size]
+                    assert y[i, ch, oy, ox] == c_div(int(win.astype(np.int64).sum()) * 37, size**2)
+                    share = c_div(int(delta[i, ch, oy, ox]), size**2)
+                    assert np.all(
+                        err[i, ch, oy * size : oy * size + size, ox * size : ox * size + size]
+                        == share
+                    )
+    assert np.all(err[:, :, (h // size) * size :, :] == 0)
+
+
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5))
+def test_flatten_round_trips(c, h, w):
+    layer = Flatten(c, h, w)
+    a = np.arange(2 * c * h * w, dtype=np.int64).reshape(2, c, h, w)
+    y, cache = layer.forward(a)
+    assert y.shape == (2, c * h * w) and np.array_equal(y[1], a[1].ravel())
+    assert np.array_equal(layer.backward(y, cache), a)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=30),
+    st.integers(1, 10**6),
+    st.sampled_from([1, 127, 32767]),
+    st.integers(1, 20),
+)
+def test_scale_divides_truncating_then_clamps_and_shrinks_the_error(values, divisor, bound, bits):
+    z = np.array(values, dtype=np.int64).reshape(1, -1)
+    layer = Scale((z.shape[1],), divisor, bound, bits)
+    y, cache = layer.forward(z)
+    assert y.tolist()[0] == [max(-bound, min(bound, c_div(v, divisor))) for v in values]
+    delta = layer.delta(z, cache)
+    peak = max(abs(v) for v in values)
+    shift = max(0, peak.bit_length() - bits)
+    assert delta.tolist()[0] == [c_div(v, 2**shift) for v in values]
+    assert int(np.abs(delta).max()) < 2**bits
+    assert np.array_equal(layer.backward(delta, cache), delta)
+
+
+def test_shrink_error_leaves_small_errors_exact():
+    e = np.array([[-255, 3, 0, 255]])
+    assert shrink_error(e, 8) is e
+
+
+@given(st.lists(st.integers(-400, 400), min_size=1, max_size=30))
+def test_activation_layer_divides_the_error_by_g(values):
+    z = np.array(values, dtype=np.int64).reshape(1, -1)
+    layer = ActivationLayer((z.shape[1],), "leaky_relu8")
+    y, g = layer.forward(z)
+    assert y.dtype == np.int8
+    error = np.full_like(z, 1000)
+    expected = [c_div(1000, int(gi)) for gi in g[0]]
+    assert layer.delta(error, g).tolist()[0] == expected
