@@ -104,7 +104,14 @@ def seeds(tmp_path_factory, mnist):
         pngs = []
     pgm5 = b"P5\n28 28\n255\n" + images[1].tobytes()
     pgm2 = b"P2\n# a comment\n28 28\n255\n" + " ".join(map(str, images[2].ravel())).encode()
+    user = io.BytesIO()
+    x = mnist.train_images[:12].reshape(12, 28, 28)[:, ::4, ::4]
+    np.savez(user, x_train=x[:8], y_train=mnist.train_labels[:8], x_test=x[8:],
+             y_test=mnist.train_labels[8:12])  # fmt: skip
+    rows = [",".join(map(str, [int(lab), *img.ravel()[:6]])) for img, lab in zip(x, range(12))]
+    csv = ("label,a,b,c,d,e,f\n" + "\n".join(rows) + "\n").encode()
     return {
+        "user": [(user.getvalue(), zip_hot_spots(user.getvalue())), (csv, list(range(0, 80, 2)))],
         "model": [(m, zip_hot_spots(m)) for m in models],
         "idx": [(d, list(range(16))) for d in idx_files],
         "image": [(d, list(range(40))) for d in [*pngs, pgm5, pgm2, idx]],
@@ -208,6 +215,26 @@ def test_mutated_idx_files(seeds, case_file):
         case_file.write_bytes(data)
         array = loads_or_refuses(read_idx, case_file)
         assert array is None or array.dtype.kind in "iu"
+
+    run()
+    print(f"{len(cases)} cases, each loaded or refused with pocketnn's error")
+
+
+def test_mutated_user_data(seeds, case_file):
+    """A user's ``--data`` file: an .npz of arrays or a CSV."""
+    from pocketnn.datasets import load_user_data
+
+    npz, csv = case_file.with_suffix(".npz"), case_file.with_suffix(".csv")
+    cases: list[int] = []  # the cases run, for the figures
+
+    @FUZZ
+    @given(mutated(seeds["user"][:1]), mutated(seeds["user"][1:]))
+    def run(npz_data, csv_data):
+        cases.append(1)
+        for path, data in ((npz, npz_data), (csv, csv_data)):
+            path.write_bytes(data)
+            loaded = loads_or_refuses(load_user_data, path)
+            assert loaded is None or loaded.train_images.dtype.kind in "iu"
 
     run()
     print(f"{len(cases)} cases, each loaded or refused with pocketnn's error")

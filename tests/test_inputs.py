@@ -400,3 +400,32 @@ def test_a_png_pillow_cannot_decode_is_one_line(tmp_path, capsys):
     model = tmp_path / "m.npz"
     save(model, build_mlp([784, 10]))
     assert "broken.png: not a readable PNG" in cli_line(capsys, "predict", model, path)
+
+
+# ------------------------------------------------------------- a user's own data (--data)
+
+
+def test_a_users_data_files_are_read_within_bounds(tmp_path):
+    from pocketnn.datasets import load_user_data
+
+    os.mkfifo(tmp_path / "fifo.csv")
+    os.mkfifo(tmp_path / "fifo.npz")
+    for name in ("fifo.csv", "fifo.npz"):
+        outcome = within(10, lambda n=name: load_user_data(tmp_path / n))
+        assert isinstance(outcome, DatasetError) and "FIFO" in str(outcome), outcome
+    folder = tmp_path / "pets"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        (folder / label / "a.png").write_bytes(png(30000, 30000))
+    with peak_memory() as peak, pytest.raises(DatasetError, match=r"a.png: .*30000x30000"):
+        load_user_data(folder)
+    assert peak[0] < CHEAP
+    big = tmp_path / "big.csv"
+    big.write_text("label,a,b\n" + "1,2,3\n" * 400)
+    with input_limit(1000), pytest.raises(DatasetError, match="big.csv: 2410 bytes exceed"):
+        load_user_data(big)
+    npz = tmp_path / "bomb.npz"
+    model_with_member(npz, "x_train.npy", deflated_zeros(BIG), zipfile.ZIP_DEFLATED, size=BIG)
+    with peak_memory() as peak, pytest.raises(DatasetError, match="exceed the input limit"):
+        load_user_data(npz)
+    assert peak[0] < CHEAP

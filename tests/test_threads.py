@@ -212,18 +212,23 @@ def _snapshot_scores(model, trainer, batches, x_probe):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("by", ["step", "epoch"])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_readers_of_a_model_being_trained_never_see_half_a_step(engine, mnist, tmp_path):
-    """Predictions and saves of a model another thread trains are those of a whole step."""
+def test_readers_of_a_model_being_trained_never_see_half_a_step(engine, by, mnist, tmp_path):
+    """Predictions and saves of a model another thread trains are those of a whole step
+    (trained step by step, or by ``train_epoch``, which an engine may run in one call)."""
     x, y = mnist.train_images[:1500], mnist.train_labels[:1500]
     probe = mnist.test_images[:1000]  # two batches of 500: a torn read would mix steps
-    batches = [(x[i : i + 50], y[i : i + 50]) for i in range(0, 1500, 50)]
 
     def fresh():
         model = build_mlp([784, 64, 10])
-        return model, Trainer(model, seed=3, engine=engine, lr_inv=50, lr_double_every=0)
+        return model, Trainer(
+            model, seed=3, engine=engine, lr_inv=50, lr_double_every=0, batch_size=50
+        )
 
     model, trainer = fresh()
+    order = trainer.order(1, len(y))  # the epoch's order, so both ways take the same steps
+    batches = [(x[order[i : i + 50]], y[order[i : i + 50]]) for i in range(0, 1500, 50)]
     with configure(engine=engine):
         allowed = set(_snapshot_scores(model, trainer, batches, probe))
     final = params(model)
@@ -236,8 +241,11 @@ def test_readers_of_a_model_being_trained_never_see_half_a_step(engine, mnist, t
     def train():
         ready.wait()
         try:
-            for xb, yb in batches:
-                trainer.step(xb, yb)
+            if by == "epoch":
+                trainer.train_epoch(x, y)
+            else:
+                for xb, yb in batches:
+                    trainer.step(xb, yb)
         finally:
             done.set()
 
@@ -264,7 +272,7 @@ def test_readers_of_a_model_being_trained_never_see_half_a_step(engine, mnist, t
     assert len(seen) > 2 * readers and len(saved) > 2 * readers
     assert set(seen) <= allowed, f"{len(set(seen) - allowed)} of {len(seen)} reads were torn"
     assert set(saved) <= allowed
-    print(f"{engine}: {len(seen)} predictions and {len(saved)} saves during training, none torn")
+    print(f"{engine}, by {by}: {len(seen)} predictions and {len(saved)} saves while training")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -322,3 +330,4 @@ def test_the_input_limit_is_per_thread():
 
     run_all_at_once([raising, reading], threads=2)
     assert seen == {"other": pocketnn.io.limits.DEFAULT_MAX_INPUT}
+

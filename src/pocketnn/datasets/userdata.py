@@ -52,7 +52,7 @@ def load_user_data(
         raise DatasetError(f"{path}: the test percentage must lie in 1..99, got {test_percent}")
     if path.is_dir():
         return _from_folder(path, test_percent, split_seed)
-    if not path.is_file():
+    if not path.exists():  # anything else but a regular file is refused by its reader
         raise DatasetError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
     if suffix == ".npz":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -54,51 +53,20 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-class _OneThreadBlas:
-    """Counts the blocks that want BLAS on one thread: the first limits, the last restores.
-
-    BLAS's thread count belongs to the process, so this count must too (one instance,
-    behind a lock). Limiting and restoring per block instead let two threads interleave
-    as limit(A), limit(B), restore(A), restore(B), leaving one thread for good.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._limiter = None
-
-    def enter(self) -> None:
-        with self._lock:
-            if self._users == 0:
-                controller = _blas_controller()
-                self._limiter = (
-                    None if controller is None else controller.limit(limits=1, user_api="blas")
-                )
-            self._users += 1
-
-    def exit(self) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and self._limiter is not None:
-                self._limiter.restore_original_limits()
-                self._limiter = None
-
-
-_ONE_THREAD = _OneThreadBlas()
-
-
 @contextlib.contextmanager
 def single_thread_blas() -> Iterator[None]:
     """Run BLAS on one thread inside the block (when threadpoolctl is installed).
 
     The products of a training step are small: BLAS threads only add synchronisation, and
     on a machine whose cores are busy with other work they make a step many times slower.
-    The limit is the BLAS library's own (process-wide): it holds while any thread is inside
-    such a block, and the original count returns when the last one leaves. It changes
-    speed, never results.
+    The limit is the BLAS library's own (process-wide); it changes speed, never results.
     """
-    _ONE_THREAD.enter()
+    controller = _blas_controller()
+    if controller is None:
+        yield
+        return
+    limiter = controller.limit(limits=1, user_api="blas")
     try:
         yield
     finally:
-        _ONE_THREAD.exit()
+        limiter.restore_original_limits()
