@@ -269,7 +269,7 @@ def test_readers_of_a_model_being_trained_never_see_half_a_step(engine, by, mnis
     for t in pool:
         t.join()
     assert all(same(a, b) for a, b in zip(params(model), final))
-    assert len(seen) > 2 * readers and len(saved) > 2 * readers
+    assert len(seen) >= 2 * readers and len(saved) >= 2 * readers  # each reads on both sides
     assert set(seen) <= allowed, f"{len(set(seen) - allowed)} of {len(seen)} reads were torn"
     assert set(saved) <= allowed
     print(f"{engine}, by {by}: {len(seen)} predictions and {len(saved)} saves while training")
@@ -330,4 +330,3 @@ def test_the_input_limit_is_per_thread():
 
     run_all_at_once([raising, reading], threads=2)
     assert seen == {"other": pocketnn.io.limits.DEFAULT_MAX_INPUT}
-
