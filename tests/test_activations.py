@@ -118,6 +118,7 @@ def test_a_table_computes_what_its_function_computes(values, fan_in):
         "pocket_sigmoid",
         "pocket_relu8bit",
         "leaky_relu8",
+        "leaky_relu",
     }
     for activation in tabulated:
         t = activation.table

@@ -42,17 +42,22 @@ def conv_case(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     a = rng.integers(0 if lim == 255 else -lim, lim + 1, (n, c, h, w)).astype(dtype)
     clamp = draw(st.sampled_from([1, 300, 32767]))
-    layer = Conv2D(c, o, k, h, w, stride, pad, name="conv", weight_clamp=clamp)
+    frac_bits, bias = draw(st.sampled_from([(0, True), (3, True), (10, False)]))
+    layer = Conv2D(
+        c, o, k, h, w, stride, pad, name="conv", weight_clamp=clamp, frac_bits=frac_bits, bias=bias
+    )
     W = rng.integers(-clamp, clamp + 1, layer.W.shape)
-    b = rng.integers(-clamp, clamp + 1, layer.b.shape)
-    layer.set_parameters({"W": W, "b": b})
+    b = rng.integers(-clamp, clamp + 1, layer.b.shape) if bias else np.zeros(layer.b.shape)
+    layer.set_parameters({"W": W, "b": b.astype(np.int64)})
     delta = rng.integers(-300, 301, (n, o, *layer.output_shape[1:]))
     return layer, a, delta
 
 
 def naive_conv(layer: Conv2D, a: np.ndarray):
-    """Forward, and for a delta the input error and the gradients, by explicit loops."""
+    """Forward, and for a delta the input error and the gradients, by explicit loops (a
+    fixed-point layer's sum and error divided by ``2**frac_bits``, truncating)."""
     cfg = layer.config
+    unit = 1 << cfg.frac_bits
     k, s, p = cfg.kernel, cfg.stride, cfg.padding
     W = layer.W.astype(object).reshape(cfg.in_channels, k, k, cfg.out_channels)
     n = a.shape[0]
@@ -71,9 +76,10 @@ def naive_conv(layer: Conv2D, a: np.ndarray):
         for o in range(cfg.out_channels):
             for oy in range(ho):
                 for ox in range(wo):
-                    z[i, o, oy, ox] = int(layer.b[0, o]) + sum(
+                    total = int(layer.b[0, o]) + sum(
                         int(a[i, c, y, x]) * W[c, ky, kx, o] for c, ky, kx, y, x in taps(oy, ox)
                     )
+                    z[i, o, oy, ox] = c_div(total, unit)
 
     def backward(delta):
         err = np.zeros(a.shape, dtype=object)
@@ -87,6 +93,7 @@ def naive_conv(layer: Conv2D, a: np.ndarray):
                             err[i, c, y, x] += d * W[c, ky, kx, o]
                             gw[c, ky, kx, o] += d * int(a[i, c, y, x])
         gb = delta.astype(object).sum(axis=(0, 2, 3))
+        err = np.vectorize(lambda v: c_div(v, unit), otypes=[object])(err)
         return err, gw.reshape(layer.W.shape), gb.reshape(1, -1)
 
     return z, backward
@@ -110,8 +117,12 @@ def test_conv2d_matches_the_loop_reference(engine, case):
         grads = {g.name: g for g in layer.gradient(delta, cache)}
     assert err.shape == a.shape and np.array_equal(err.astype(object), err_ref)
     assert np.array_equal(grads["W"].value.astype(object), gw_ref)
-    assert np.array_equal(grads["b"].value.astype(object), gb_ref)
-    assert grads["W"].scale == layer.out_height * layer.out_width
+    if layer.config.bias:
+        assert np.array_equal(grads["b"].value.astype(object), gb_ref)
+    else:  # no bias: nothing to train but W
+        assert set(grads) == {"W"} and set(layer.parameters()) == {"W"}
+    positions = layer.out_height * layer.out_width
+    assert grads["W"].scale == (1 if layer.config.frac_bits else positions)
 
 
 @st.composite

@@ -7,6 +7,7 @@ import argparse
 from .. import __version__
 from ..core.context import DEFAULT_ENGINE, ENGINES, OVERFLOW_POLICIES
 from ..io.limits import DEFAULT_MAX_INPUT
+from ..nn.losses import LOSSES
 from ..train.optimizer import ROUNDINGS
 from ..train.trainer import ALGORITHMS
 from .data import add_data_arguments
@@ -94,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plateau", help="P,F: lr_inv times F after P epochs without better val")
     t.add_argument("--early-stop", type=int, help="stop after N epochs without better val")
     t.add_argument("--target-value", type=int, help="one-hot target value (default 15)")
+    t.add_argument(
+        "--frac-bits", type=int, help="fixed-point layers: weights with N fractional bits (0: off)"
+    )
+    t.add_argument(
+        "--momentum",
+        type=int,
+        help="momentum 1 - 2**-M with a step falling linearly to zero over the run (0: off)",
+    )
+    t.add_argument("--loss", choices=sorted(LOSSES), help="l2 (default) or softmax")
+    t.add_argument(
+        "--bp-weights",
+        choices=("updated", "current"),
+        help="backprop through each layer's updated weights (the reference) or current ones",
+    )
     t.add_argument("--out", required=True, help="model file, saved after every epoch")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("--force", action="store_true", help="replace an existing --out file")

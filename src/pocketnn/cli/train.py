@@ -12,7 +12,10 @@ from ..nn.architecture import build, calibrate
 from ..nn.layers import Scale
 from ..nn.model import build_mlp
 from ..train.augment import Augment
-from ..train.seeding import he_init, spread_init
+from ..train.momentum import MomentumSGD
+from ..train.optimizer import IntegerSGD
+from ..train.rules import Backprop
+from ..train.seeding import fixed_point_init, he_init, spread_init
 from ..train.trainer import EpochResult, Trainer
 from .data import data_name, data_path, load_data, model_arrays, split_settings
 from .errors import CLIError, about
@@ -42,6 +45,10 @@ RESUME_FIXED = (
     "augment",
     "plateau",
     "early_stop",
+    "frac_bits",
+    "momentum",
+    "loss",
+    "bp_weights",
 )
 DEFAULT_HIDDEN = "100-50"
 """Hidden widths of a network for ``--data`` without ``--arch`` (the paper MNIST net's)."""
@@ -97,7 +104,8 @@ def _fresh(args: argparse.Namespace, spec, n_classes: int) -> tuple[Trainer, int
     n_inputs = spec.size
     arch = cfg["arch"] or f"{n_inputs}-{DEFAULT_HIDDEN}-{n_classes}"
     shape = parse_arch(arch)
-    if isinstance(shape, list):
+    fixed_point = cfg["frac_bits"] > 0
+    if isinstance(shape, list) and not fixed_point:
         model = build_mlp(shape, cfg["activation"], cfg["output_activation"])
         if model.dims[0] != n_inputs or model.dims[-1] != n_classes:
             raise CLIError(
@@ -110,27 +118,49 @@ def _fresh(args: argparse.Namespace, spec, n_classes: int) -> tuple[Trainer, int
         image = spec.shape if len(spec.shape) == 3 else IMAGE_SHAPE
         if len(spec.shape) == 2:
             image = (1, *spec.shape)
+        if isinstance(shape, list):  # a fixed-point MLP takes the samples flat
+            image = (n_inputs,)
         try:
-            model = build(arch, image, activation=cfg["activation"], input_bound=spec.high)
+            model = build(
+                arch,
+                image,
+                activation=cfg["activation"],
+                input_bound=spec.high,
+                frac_bits=cfg["frac_bits"],
+            )
         except ValueError as exc:  # ArchitectureError names the token and the layer
             raise CLIError(str(exc)) from None
         if model.n_classes != n_classes:
             raise CLIError(f"--arch {arch} must end at {n_classes} for {data_name(args)}")
-        spread_init(model, cfg["seed"])
+        (fixed_point_init if fixed_point else spread_init)(model, cfg["seed"])
     augment = parse_augment(cfg["augment"])
     image_shape = model.input_shape if len(model.input_shape) == 3 else IMAGE_SHAPE
+    sgd = {
+        "lr_inv": cfg["lr_inv"],
+        "lr_double_every": cfg["lr_double_every"],
+        "seed": cfg["seed"],
+        "rounding": cfg["rounding"],
+        "decay_inv": cfg["decay_inv"],
+        "plateau": parse_pair("--plateau", cfg["plateau"]),
+    }
+    try:
+        if cfg["momentum"]:  # its total steps are set once the training set is known
+            optimizer: IntegerSGD = MomentumSGD(momentum=cfg["momentum"], **sgd)
+        else:
+            optimizer = IntegerSGD(grad_bits=cfg["grad_bits"], **sgd)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    rule = cfg["algorithm"]
+    if rule == "bp":
+        rule = Backprop(updated_weights=cfg["bp_weights"] == "updated")
     trainer = Trainer(
         model,
-        rule=cfg["algorithm"],
-        lr_inv=cfg["lr_inv"],
+        rule=rule,
+        optimizer=optimizer,
         batch_size=cfg["batch_size"],
-        lr_double_every=cfg["lr_double_every"],
         seed=cfg["seed"],
-        rounding=cfg["rounding"],
-        decay_inv=cfg["decay_inv"],
-        grad_bits=cfg["grad_bits"],
-        plateau=parse_pair("--plateau", cfg["plateau"]),
         target_value=cfg["target_value"],
+        loss=cfg["loss"],
         augment=None if augment is None else Augment(image_shape, *augment),
     )
     return trainer, cfg["epochs"], args.preset or "paper", {"arch": arch, **cfg}
@@ -183,8 +213,12 @@ def _train(args: argparse.Namespace, out: Path, log_path: Path) -> int:
         split = {"split_seed": split["split_seed"]}
     val = args.val if args.val is not None else run.get("val") or 0
     arrays = model_arrays(data, model.input_shape, val, split["split_seed"], data_name(args))
-    if not args.resume and any(isinstance(layer, Scale) for layer in model.layers):
+    fixed_point = any(getattr(layer.config, "frac_bits", 0) for layer in model.layers)
+    if not args.resume and not fixed_point and any(isinstance(x, Scale) for x in model.layers):
         calibrate(model, arrays.x_train[:256])  # the scaling layers' divisors, from training data
+    if not args.resume and isinstance(trainer.optimizer, MomentumSGD):  # decays over the run
+        steps = -(-len(arrays.y_train) // trainer.batch_size)
+        trainer.optimizer.total_steps = steps * epochs
     early_stop = run.get("early_stop") or 0
     if args.batch_size is not None:  # a preset's batch may cover a small set whole
         check_batch_size(args.batch_size, len(arrays.y_train), data_name(args))

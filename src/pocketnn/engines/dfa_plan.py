@@ -80,12 +80,14 @@ def layer_tables(layer_keys: tuple) -> Plan | None:
 def model_plan(model) -> Plan | None:
     """The tables of a model the kernels cover, or None where the layered path must run.
 
-    Covered: :class:`~pocketnn.nn.layers.Dense` layers whose activations have a table with
-    outputs of at most :data:`OUTPUT_BOUND`, one parameter dtype of at most 32 bits
-    (C-contiguous arrays) and widths up to :data:`MAX_WIDTH`.
+    Covered: :class:`~pocketnn.nn.layers.Dense` layers (with bias, not fixed-point) whose
+    activations have a table with outputs of at most :data:`OUTPUT_BOUND`, one parameter
+    dtype of at most 32 bits (C-contiguous arrays) and widths up to :data:`MAX_WIDTH`.
     """
     layers = model.layers
     if not all(type(layer) is Dense for layer in layers):
+        return None
+    if any(layer.frac_bits or not layer.bias for layer in layers):  # fixed-point layers
         return None
     params = [p for layer in layers for p in (layer.W, layer.b)]
     if len({p.dtype for p in params}) != 1 or not all(p.flags.c_contiguous for p in params):

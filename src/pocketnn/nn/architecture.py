@@ -17,6 +17,14 @@ The grammar (tokens joined by ``-``, read left to right from the input):
 A description of plain widths only (``784-100-50-10``) is the paper's kind of MLP
 (:func:`~pocketnn.nn.model.build_mlp`), whose first width is the input size.
 
+With ``frac_bits`` f > 0 the network is built of fixed-point layers instead (the recipe of
+integer backprop with momentum): every ``Conv2D`` and ``Dense`` has weights with ``f``
+fractional bits and no bias, and divides its own sums by ``2**f``, so no scaling layer is
+needed after it: the activation's clamp bounds the values. Activations are then numbers
+with 6 fractional bits (64 is 1.0); a :class:`~pocketnn.nn.layers.Scale` in front brings a
+wider input (e.g. pixels up to 255) into ``[0, 64)``. Plain widths build the same kind of
+MLP.
+
 Every trainable layer's weight clamp is chosen so that its sums provably fit int32:
 ``|in| * fan_in * clamp + clamp <= 2**31 - 1`` (at most 32767), so the forward pass can
 never overflow, whatever the weights learn.
@@ -46,6 +54,9 @@ from .layers import (
 )
 from .model import Sequential, build_mlp
 
+FIXED_POINT_ONE = 64
+"""The value 1.0 of a fixed-point network's activations (6 fractional bits)."""
+
 _CONV = re.compile(r"c([0-9]+)k([0-9]+)(?:s([0-9]+))?(?:p([0-9]+))?")
 _POOL = re.compile(r"([pa])([0-9]+)")
 _DENSE = re.compile(r"f([0-9]+)")
@@ -73,25 +84,34 @@ def build(
     activation: str = "leaky_relu8",
     input_bound: int = 255,
     scale_shift: int = 8,
+    frac_bits: int = 0,
 ) -> Sequential:
     """The network ``text`` describes, for samples of ``input_shape`` (e.g. ``(1, 28, 28)``)
-    whose values lie within ``[-input_bound, input_bound]``."""
-    if is_mlp(text):
+    whose values lie within ``[-input_bound, input_bound]``; ``frac_bits``: fixed-point
+    layers (module docstring)."""
+    mlp = is_mlp(text)
+    if mlp:
         dims = [int(t) for t in text.split("-")]
         if dims[0] != math.prod(input_shape):
             raise ArchitectureError(
                 f"--arch {text}: the input width {dims[0]} is not the data's "
                 f"{math.prod(input_shape)}"
             )
-        return build_mlp(dims, activation)
+        if not frac_bits:
+            return build_mlp(dims, activation)
+        text = "-".join(f"f{d}" for d in dims[1:-1]) + f"-{dims[-1]}"
     hidden = get_activation(activation)
     tokens = text.split("-")
     shape = tuple(int(d) for d in input_shape)
-    if len(shape) == 1:
+    if len(shape) == 1 and not mlp:
         shape = (1, 1, shape[0]) if tokens[0].startswith(("c", "p", "a")) else shape
     bound = input_bound
     layers: list[Layer] = []
     counts: dict[str, int] = {}
+    if frac_bits and input_bound >= FIXED_POINT_ONE:  # inputs into [0, 1.0)
+        divisor = -(-(input_bound + 1) // FIXED_POINT_ONE)
+        layers.append(Scale(shape, divisor, name="input.scale"))
+        bound = FIXED_POINT_ONE - 1
 
     def name(kind: str) -> str:
         counts[kind] = counts.get(kind, 0) + 1
@@ -108,12 +128,14 @@ def build(
         layers.append(layer)
         shape = layer.output_shape
         n = layer.name
-        layers.append(Scale(shape, scale_divisor(fan_in, scale_shift), name=f"{n}.scale"))
+        if not frac_bits:
+            layers.append(Scale(shape, scale_divisor(fan_in, scale_shift), name=f"{n}.scale"))
         bound = 127
         if with_activation:
             layers.append(ActivationLayer(shape, activation, name=f"{n}.act"))
             bound = hidden.out_bound
 
+    fixed = {"frac_bits": frac_bits, "bias": False} if frac_bits else {}
     for i, token in enumerate(tokens):
         last = i == len(tokens) - 1
         try:
@@ -134,6 +156,7 @@ def build(
                     pad,
                     name=name("conv"),
                     weight_clamp=provable_clamp(bound, fan_in),
+                    **fixed,
                 )
                 linear_block(conv, fan_in, True)
             elif m := _POOL.fullmatch(token):
@@ -147,7 +170,12 @@ def build(
                 n = int(m[1]) if m else int(token)
                 fan_in = math.prod(shape)
                 dense = Dense(
-                    fan_in, n, "as_is", name=name("fc"), weight_clamp=provable_clamp(bound, fan_in)
+                    fan_in,
+                    n,
+                    "as_is",
+                    name=name("fc"),
+                    weight_clamp=provable_clamp(bound, fan_in),
+                    **fixed,
                 )
                 linear_block(dense, fan_in, not last)
             else:

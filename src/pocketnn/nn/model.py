@@ -142,7 +142,7 @@ class Sequential:
 
     def config(self) -> list[dict[str, Any]]:
         """Each layer's type and typed config, as stored in model files (format 3)."""
-        return [{"type": layer.type_name, **vars(layer.config)} for layer in self.layers]
+        return [{"type": layer.type_name, **layer.config.stored()} for layer in self.layers]
 
     @classmethod
     def from_config(cls, config: Sequence[dict[str, Any]]) -> Sequential:

@@ -11,7 +11,9 @@ Subclass it to change the rule (e.g. another schedule: override :meth:`lr_inv_at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,15 +43,18 @@ class Update:
     target: np.ndarray
     values: np.ndarray
     rows: np.ndarray | None = None
+    companions: tuple[Update, ...] = ()  # optimizer state written with it (e.g. velocity)
 
     def commit(self) -> None:
         if self.rows is None:
             self.target[...] = self.values
         else:
             self.target[self.rows] = self.values
+        for other in self.companions:
+            other.commit()
 
 
-def _check_int(label: str, value: object, low: int, high: int | None = None) -> int:
+def check_int(label: str, value: object, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
     if high is not None and value > high:
@@ -96,18 +101,18 @@ class IntegerSGD:
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
         # the reference's lrInv is a 32-bit int
-        self.lr_inv = _check_int("lr_inv", lr_inv, 1, INT32_MAX)
-        self.lr_double_every = _check_int("lr_double_every", lr_double_every, 0)
-        self.decay_inv = _check_int("decay_inv", decay_inv, 0, INT32_MAX)
-        self.seed = _check_int("seed", seed, 0)
+        self.lr_inv = check_int("lr_inv", lr_inv, 1, INT32_MAX)
+        self.lr_double_every = check_int("lr_double_every", lr_double_every, 0)
+        self.decay_inv = check_int("decay_inv", decay_inv, 0, INT32_MAX)
+        self.seed = check_int("seed", seed, 0)
         self.rounding = rounding
-        self.grad_bits = _check_int("grad_bits", grad_bits, 0, 62)
+        self.grad_bits = check_int("grad_bits", grad_bits, 0, 62)
         self.plateau: tuple[int, int] | None = None
         if plateau is not None:
             patience, factor = plateau
             self.plateau = (
-                _check_int("plateau patience", patience, 1),
-                _check_int("plateau factor", factor, 2),
+                check_int("plateau patience", patience, 1),
+                check_int("plateau factor", factor, 2),
             )
         # what the plateau schedule has seen: the best validation score, epochs since, boosts
         self.schedule_state: dict[str, int] = {"best": -1, "since": 0, "boosts": 0}
@@ -128,6 +133,37 @@ class IntegerSGD:
                 else {}
             ),
         }
+
+    name = "sgd"
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Integer state arrays stored in a checkpoint (none for plain SGD)."""
+        return {}
+
+    @classmethod
+    def restore(
+        cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray], seed: int
+    ) -> IntegerSGD:
+        """The optimizer :meth:`settings` and :meth:`arrays` describe."""
+        optimizer = cls(**cls.keywords(settings), seed=seed)
+        if "schedule_state" in settings:
+            optimizer.schedule_state = dict(settings["schedule_state"])
+        return optimizer
+
+    @staticmethod
+    def keywords(settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The constructor keywords stored in ``settings`` (older checkpoints lack some)."""
+        return {
+            "lr_inv": settings["lr_inv"],
+            "lr_double_every": settings["lr_double_every"],
+            "rounding": settings.get("rounding", "trunc"),
+            "decay_inv": settings.get("decay_inv", 0),
+            "grad_bits": settings.get("grad_bits", 0),
+            "plateau": settings.get("plateau"),
+        }
+
+    def committed(self) -> None:  # noqa: B027 - optional hook
+        """Called once after every committed step (a subclass counts steps here)."""
 
     def end_epoch(self, epoch: int, val_correct: int) -> None:
         """Feed the plateau schedule an epoch's validation score."""
@@ -212,15 +248,26 @@ class IntegerSGD:
             full[rows] = grad.value
             grad, rows = Gradient(grad.name, full, None, grad.scale, grad.int32), None
         step = grad.value.astype(dtype) if dtype != grad.value.dtype else grad.value
+        current = param if rows is None else param[rows]
+        self.descend(current, step, divisor, weight_clamp, rng)
+        return Update(layer, grad.name, param, step, rows)
+
+    def descend(
+        self,
+        current: np.ndarray,
+        step: np.ndarray,
+        divisor: int,
+        weight_clamp: int,
+        rng: np.random.Generator | None,
+    ) -> np.ndarray:
+        """Turn ``step`` in place into ``clamp(current - round(step / divisor) - decay)``."""
         if rng is None:
             trunc_div_scalar_(step, divisor)
         else:
             stochastic_div_(step, divisor, self.draws(rng, step.shape, divisor, step.dtype))
-        current = param if rows is None else param[rows]
         if self.decay_inv:
-            decay = current.astype(dtype)
+            decay = current.astype(step.dtype)
             trunc_div_scalar_(decay, self.decay_inv)
             step += decay
         np.subtract(current, step, out=step)
-        clamp(step, -weight_clamp, weight_clamp)
-        return Update(layer, grad.name, param, step, rows)
+        return clamp(step, -weight_clamp, weight_clamp)

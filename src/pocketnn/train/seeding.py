@@ -77,3 +77,20 @@ def spread_init(model: Sequential, seed: int, spread: int = 512) -> None:
         new = {k: np.zeros_like(p) for k, p in params.items()}
         new["W"] = nonzero_uniform(rng, r, params["W"].shape)
         layer.set_parameters(new)
+
+
+def fixed_point_init(model: Sequential, seed: int) -> None:
+    """Kaiming-uniform init of fixed-point layers, in integers: ``W`` uniform in ``[-r, r]``
+    with ``r = isqrt(6 * 4**f / fan_in)`` (``sqrt(6 / fan_in)`` in the units of ``f``
+    fractional bits; at most the clamp), from the seed's init stream, layer after layer."""
+    rng = stream(seed, STREAM_INIT)
+    for layer in model.layers:
+        params = layer.parameters()
+        if not params:
+            continue
+        frac_bits = getattr(layer.config, "frac_bits", 0)
+        fan_in = getattr(layer, "fans", (math.prod(layer.input_shape), 0))[0]
+        r = max(1, min(isqrt(6 * 4**frac_bits // fan_in), layer.weight_clamp))
+        new = {k: np.zeros_like(p) for k, p in params.items()}
+        new["W"] = rng.integers(-r, r + 1, size=params["W"].shape, dtype=np.int64)
+        layer.set_parameters(new)

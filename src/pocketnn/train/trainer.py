@@ -30,9 +30,10 @@ from ..core.context import Context, current, derive, using
 from ..engines import accelerated_epoch, accelerated_step
 from ..engines.blas import single_thread_blas
 from ..nn.layers import Layer
-from ..nn.losses import TARGET_VALUE, l2_loss, one_hot
+from ..nn.losses import LOSSES, TARGET_VALUE, one_hot
 from ..nn.model import Sequential
 from .augment import Augment
+from .momentum import MomentumSGD
 from .optimizer import IntegerSGD, Update
 from .rules import DFA, RULES, Backprop, LearningRule, StepState
 from .seeding import STREAM_AUGMENT, seeded_order, stream
@@ -127,6 +128,10 @@ def serialized(method: F) -> F:
     return locked  # type: ignore[return-value]
 
 
+OPTIMIZERS: dict[str, type[IntegerSGD]] = {c.name: c for c in (IntegerSGD, MomentumSGD)}
+"""Optimizer name (as a checkpoint stores it) -> class."""
+
+
 def make_rule(
     rule: str | LearningRule,
     feedback: Sequence[np.ndarray] | None,
@@ -161,6 +166,8 @@ class Trainer:
     optimizer : an optimizer object instead (its seed is the trainer's)
     batch_size : samples per step (the last batch of an epoch may be smaller)
     target_value : the one-hot target value
+    loss : ``"l2"`` (the reference's; the error is ``y - target``) or ``"softmax"`` (integer
+        softmax cross-entropy, :func:`~pocketnn.nn.losses.softmax_loss`)
     seed : source of the feedback matrices, the sample order and the rounding draws
     feedback : DFA matrices to use instead of random ones
     sample_order : epoch -> permutation, or a sequence of permutations (index epoch - 1)
@@ -192,6 +199,7 @@ class Trainer:
         plateau: tuple[int, int] | None = None,
         optimizer: IntegerSGD | None = None,
         target_value: int = TARGET_VALUE,
+        loss: str = "l2",
         seed: int = 0,
         feedback: Sequence[np.ndarray] | None = None,
         sample_order: Callable[[int], np.ndarray] | Sequence[np.ndarray] | None = None,
@@ -209,6 +217,9 @@ class Trainer:
                 raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
         if target_value > INT32_MAX:
             raise ValueError(f"target_value must be at most {INT32_MAX}, got {target_value!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        self.loss = loss
         self.model = model
         self.seed = int(seed)
         self.batch_size = int(batch_size)
@@ -313,7 +324,7 @@ class Trainer:
         saved = None if rng is None else rng.bit_generator.state
         try:
             with self.model.lock.writing():  # readers see the weights before or after it
-                kernel = accelerated_step()
+                kernel = accelerated_step() if self.loss == "l2" else None
                 if kernel is not None:
                     result = kernel(self.model, self.rule, self.optimizer, x, targets, lr_inv, rng)
                     if result is not None:
@@ -330,7 +341,7 @@ class Trainer:
         model, optimizer = self.model, self.optimizer
         outputs: list[np.ndarray] | None = [] if self.rule.needs_outputs else None
         output, caches = model.forward(x, outputs)
-        loss, error = l2_loss(output, targets)
+        loss, error = LOSSES[self.loss](output, targets)
         correct = int(np.count_nonzero(output.argmax(axis=1) == targets.argmax(axis=1)))
         pending: list[Update] = []
 
@@ -346,6 +357,7 @@ class Trainer:
         self.rule.backward(StepState(model, caches, error, targets, outputs), update)
         for u in pending:  # every check passed: now write
             u.commit()
+        optimizer.committed()
         return loss, correct
 
     @serialized
@@ -366,7 +378,8 @@ class Trainer:
         steps = -(-x.shape[0] // self.batch_size)
         augment_rng = stream(self.seed, STREAM_AUGMENT, epoch) if self.augment else None
         with using(self.context), single_thread_blas():
-            kernel = accelerated_epoch() if augment_rng is None else None
+            covered = augment_rng is None and self.loss == "l2"
+            kernel = accelerated_epoch() if covered else None
             if kernel is not None:  # the whole epoch in one call, where it is covered
                 rng = self.optimizer.rounding_stream(epoch)
                 with self.model.lock.writing():  # readers wait for the epoch's end
@@ -400,7 +413,8 @@ class Trainer:
         with using(self.context):
             scores = self.model.scores(x)
         correct = int(np.count_nonzero(scores.argmax(axis=1) == np.asarray(labels)))
-        loss, _ = l2_loss(scores, one_hot(labels, self.model.n_classes, self.target_value))
+        targets = one_hot(labels, self.model.n_classes, self.target_value)
+        loss, _ = LOSSES[self.loss](scores, targets)
         return correct, loss
 
     @serialized
@@ -464,6 +478,7 @@ class Trainer:
             **self.optimizer.settings(),
             "batch_size": self.batch_size,
             "target_value": self.target_value,
+            **({"loss": self.loss} if self.loss != "l2" else {}),
             "seed": self.seed,
             "bp_updated_weights": getattr(self.rule, "updated_weights", True),
             **self.rule.settings(),
@@ -471,7 +486,7 @@ class Trainer:
             "epoch": self.epoch,
             "history": [vars(r) for r in self.history],
         }
-        return settings, self.rule.arrays()
+        return settings, {**self.rule.arrays(), **self.optimizer.arrays()}
 
     @serialized
     def save(self, path: str | os.PathLike) -> None:
@@ -496,17 +511,16 @@ class Trainer:
         name = settings["algorithm"]
         if name not in RULES:
             raise ValueError(f"unknown rule {name!r} in the training state")
+        kind = settings.get("optimizer", IntegerSGD.name)
+        if kind not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {kind!r} in the training state")
         trainer = cls(
             model,
             rule=RULES[name].restore(settings, arrays),
-            lr_inv=settings["lr_inv"],
+            optimizer=OPTIMIZERS[kind].restore(settings, arrays, settings["seed"]),
             batch_size=settings["batch_size"],
-            lr_double_every=settings["lr_double_every"],
-            rounding=settings.get("rounding", "trunc"),
-            decay_inv=settings.get("decay_inv", 0),
-            grad_bits=settings.get("grad_bits", 0),
-            plateau=settings.get("plateau"),
             target_value=settings["target_value"],
+            loss=settings.get("loss", "l2"),
             seed=settings["seed"],
             sample_order=sample_order,
             augment=Augment(
@@ -517,8 +531,6 @@ class Trainer:
             engine=engine,
             overflow=overflow,
         )
-        if "schedule_state" in settings:
-            trainer.optimizer.schedule_state = dict(settings["schedule_state"])
         trainer.epoch = int(settings["epoch"])
         trainer.history = [EpochResult.from_record(r) for r in settings.get("history", [])]
         return trainer

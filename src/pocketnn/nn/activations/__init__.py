@@ -13,7 +13,7 @@ from types import MappingProxyType
 from .base import Activation, Table
 from .linear import AS_IS, POCKET_SOFTMAX, RESCALE
 from .piecewise import K_BIT, POCKET_SIGMOID, POCKET_TANH, TANH_PIECES, Piece, tanh_divisor
-from .rectifiers import LEAKY_RELU8, PLU, POCKET_LEAKYRELU, POCKET_RELU8BIT
+from .rectifiers import LEAKY_RELU, LEAKY_RELU8, PLU, POCKET_LEAKYRELU, POCKET_RELU8BIT
 
 ACTIVATIONS = MappingProxyType(
     {
@@ -24,6 +24,7 @@ ACTIVATIONS = MappingProxyType(
             POCKET_RELU8BIT,
             POCKET_LEAKYRELU,
             LEAKY_RELU8,
+            LEAKY_RELU,
             PLU,
             POCKET_SOFTMAX,
             RESCALE,

@@ -41,6 +41,21 @@ def leaky_relu8(z: np.ndarray, fan_in: int = 0) -> tuple[np.ndarray, np.ndarray]
     return y, g
 
 
+LEAKY_INV = 8
+"""Inverse slope of :func:`leaky_relu`'s negative piece."""
+
+
+def leaky_relu(z: np.ndarray, fan_in: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clipped leaky ReLU for fixed-point networks: ``z`` (g 1) on [0, 127], ``z / 8`` (g 8)
+    on [-1016, 0), flat at 127 above and -127 below with no gradient (g INT32_MAX): the
+    error of backprop must be the true derivative's for the optimizer's steps to add up."""
+    z = np.asarray(z, dtype=np.int64)
+    low = -127 * LEAKY_INV
+    y = np.where(z < 0, trunc_div(np.maximum(z, low), LEAKY_INV), np.minimum(z, 127))
+    g = np.where((z >= 0) & (z <= 127), 1, np.where((z < 0) & (z >= low), LEAKY_INV, INT32_MAX))
+    return y, g.astype(np.int64)
+
+
 PLU_ALPHA_INV = 10
 PLU_C = 1
 
@@ -114,6 +129,26 @@ static int32_t leaky_relu8(int32_t z, int32_t *g)
     return -127 / 4;
 }""",
     c_call="leaky_relu8({z}, {g})",
+)
+LEAKY_RELU = Activation(
+    name="leaky_relu",
+    function=leaky_relu,
+    out_bound=127,
+    g_max=INT32_MAX,
+    # constant below -1016 and above 127: the table's clip is exact
+    table=tabulate(leaky_relu, -127 * LEAKY_INV - 1, 128, lambda fan_in: 1),
+    c_source="""\
+/* Clipped leaky ReLU: z (g 1) on [0, 127], z / 8 (g 8) on [-1016, 0), flat outside
+ * (127 above, -127 below, no gradient). */
+static int32_t leaky_relu(int32_t z, int32_t *g)
+{
+    if (z > 127) { *g = INT32_MAX; return 127; }
+    if (z >= 0) { *g = 1; return z; }
+    if (z >= -1016) { *g = 8; return z / 8; }
+    *g = INT32_MAX;
+    return -127;
+}""",
+    c_call="leaky_relu({z}, {g})",
 )
 PLU = Activation(
     name="plu",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -54,6 +55,20 @@ class LayerConfig:
     """Base of the typed configurations: every layer has a name used in error messages."""
 
     name: str
+
+    def stored(self) -> dict[str, Any]:
+        """The fields a model file stores: all of them, except fields added after format 3
+        was released while they hold their default (a file of a layer that existed then
+        stays byte for byte what that release wrote and reads)."""
+        return {
+            key: value
+            for key, value in vars(self).items()
+            if not (key in LATER_FIELDS and value == LATER_FIELDS[key])
+        }
+
+
+LATER_FIELDS: Mapping[str, Any] = MappingProxyType({"frac_bits": 0, "bias": True})
+"""Config fields added to format 3 later, with the defaults that leave a layer unchanged."""
 
 
 @runtime_checkable

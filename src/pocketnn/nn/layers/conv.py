@@ -14,9 +14,10 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from ...core.arith import trunc_div
 from ...core.products import exact_matmul, matmul
 from .base import Gradient, LayerConfig, check_parameter
-from .dense import WEIGHT_CLAMP, param_dtype
+from .dense import WEIGHT_CLAMP, check_fixed_point, fixed_point_parameters, param_dtype
 
 CHUNK_ROWS = 8192
 """Unfolded rows per product: bounds the work buffers (8192 x 576 float64 = 38 MB)."""
@@ -58,6 +59,8 @@ class Conv2DConfig(LayerConfig):
     stride: int = 1
     padding: int = 0
     weight_clamp: int = WEIGHT_CLAMP
+    frac_bits: int = 0
+    bias: bool = True
 
 
 class ConvCache(NamedTuple):
@@ -68,7 +71,8 @@ class ConvCache(NamedTuple):
 class Conv2D:
     """``z[n, o, y, x] = sum_{c, ky, kx} a[n, c, y*s + ky - p, x*s + kx - p] * W[c, ky, kx, o]
     + b[o]``, zero padding, no activation (follow it with :class:`Scale` and
-    :class:`Activation`).
+    :class:`Activation`), or, with ``frac_bits`` f > 0, fixed-point weights: the sum and the
+    error product are divided by ``2**f`` as in :class:`~pocketnn.nn.layers.Dense`.
 
     ``W`` is stored as a ``(in_channels * kernel * kernel, out_channels)`` matrix, rows in
     (c, ky, kx) order; ``b`` as ``(1, out_channels)``. The input's spatial size is part of
@@ -88,7 +92,10 @@ class Conv2D:
         padding: int = 0,
         name: str = "conv",
         weight_clamp: int = WEIGHT_CLAMP,
+        frac_bits: int = 0,
+        bias: bool = True,
     ) -> None:
+        frac_bits, bias = check_fixed_point(name, frac_bits, bias)
         for label, value, low in (
             ("in_channels", in_channels, 1),
             ("out_channels", out_channels, 1),
@@ -117,6 +124,8 @@ class Conv2D:
             int(stride),
             int(padding),
             int(weight_clamp),
+            frac_bits,
+            bias,
         )
         c = self._cfg
         self.out_height = (c.height + 2 * c.padding - c.kernel) // c.stride + 1
@@ -164,6 +173,8 @@ class Conv2D:
         for start in range(0, cols.shape[0], CHUNK_ROWS):
             part = slice(start, start + CHUNK_ROWS)
             z[part] = matmul(cols[part], self.W, self.b, where=self._where["forward cols @ W + b"])
+        if self._cfg.frac_bits:
+            z = trunc_div(z, 1 << self._cfg.frac_bits)
         return z.reshape(batch, self.out_height, self.out_width, -1).transpose(0, 3, 1, 2)
 
     def forward(self, a: np.ndarray) -> tuple[np.ndarray, ConvCache]:
@@ -199,12 +210,14 @@ class Conv2D:
             part = slice(start, start + CHUNK_ROWS)
             cols[part] = exact_matmul(rows[part], W.T, self._where["backward delta @ W.T"])[0]
         shape = (cache.batch, c.in_channels, c.height, c.width)
-        return fold(cols, shape, c.kernel, c.stride, c.padding)
+        error = fold(cols, shape, c.kernel, c.stride, c.padding)
+        return trunc_div(error, 1 << c.frac_bits) if c.frac_bits else error
 
     def gradient(self, delta: np.ndarray, cache: ConvCache) -> list[Gradient]:
         """``cols.T @ delta`` and ``colsum(delta)``, summed over the batch and every output
-        position: exact int64 sums (a bound check refuses them beyond int64); the optimizer
-        divides by ``lr_inv`` times the number of positions."""
+        position: exact int64 sums (a bound check refuses them beyond int64). Without
+        ``frac_bits`` the optimizer divides by ``lr_inv`` times the number of positions; a
+        fixed-point layer's gradient is the plain sum, as backprop defines it."""
         rows = self._rows(delta)
         grad_w = np.zeros(self.W.shape, dtype=np.int64)
         for start in range(0, rows.shape[0], CHUNK_ROWS):
@@ -212,20 +225,20 @@ class Conv2D:
             grad_w += exact_matmul(
                 cache.cols[part].T, rows[part], self._where["update cols.T @ delta"]
             )[0]
-        grad_b = rows.sum(axis=0, keepdims=True, dtype=np.int64)
-        positions = self.out_height * self.out_width
-        return [
-            Gradient("W", grad_w, None, positions, int32=False),
-            Gradient("b", grad_b, None, positions, int32=False),
-        ]
+        scale = 1 if self._cfg.frac_bits else self.out_height * self.out_width
+        grads = [Gradient("W", grad_w, None, scale, int32=False)]
+        if self._cfg.bias:
+            grad_b = rows.sum(axis=0, keepdims=True, dtype=np.int64)
+            grads.append(Gradient("b", grad_b, None, scale, int32=False))
+        return grads
 
     def parameters(self) -> dict[str, np.ndarray]:
-        return {"W": self.W, "b": self.b}
+        return fixed_point_parameters(self.W, self.b, self._cfg.bias)
 
     def set_parameters(self, params: Mapping[str, np.ndarray]) -> None:
         clamp = self._cfg.weight_clamp
         W = check_parameter(self.name, "W", params["W"], self.W.shape, clamp)
-        b = np.asarray(params["b"])
+        b = np.asarray(params["b"] if self._cfg.bias or "b" in params else self.b)
         b = check_parameter(
             self.name, "b", b.reshape(1, -1) if b.ndim == 1 else b, self.b.shape, clamp
         )

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...core.arith import signed_dtype_for, trunc_div
 from ...core.overflow import guard
-from ...core.products import active_columns, matmul
+from ...core.products import active_columns, exact_matmul, matmul
 from ..activations import Activation, get_activation
 from .base import Gradient, LayerConfig, check_parameter
 
@@ -32,6 +32,24 @@ class DenseConfig(LayerConfig):
     n_out: int
     activation: str = "pocket_tanh"
     weight_clamp: int = WEIGHT_CLAMP
+    frac_bits: int = 0
+    bias: bool = True
+
+
+def check_fixed_point(name: str, frac_bits: int, bias: bool) -> tuple[int, bool]:
+    """Validate the fixed-point settings shared by the linear layers."""
+    if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)):
+        raise ValueError(f"{name}: frac_bits must be an integer, got {frac_bits!r}")
+    if not 0 <= frac_bits <= 30:
+        raise ValueError(f"{name}: frac_bits must lie in [0, 30], got {frac_bits}")
+    if not isinstance(bias, (bool, np.bool_)):
+        raise ValueError(f"{name}: bias must be true or false, got {bias!r}")
+    return int(frac_bits), bool(bias)
+
+
+def fixed_point_parameters(W: np.ndarray, b: np.ndarray, bias: bool) -> dict[str, np.ndarray]:
+    """A linear layer's trainable parameters: a layer without bias trains ``W`` alone."""
+    return {"W": W, "b": b} if bias else {"W": W}
 
 
 class DenseCache(NamedTuple):
@@ -50,6 +68,12 @@ class Dense:
     activation : a name from :data:`pocketnn.nn.activations.ACTIVATIONS`
     name : used in error messages, e.g. ``"fc1"``
     weight_clamp : bound of |W| and |b| after every update (16-bit by default)
+    frac_bits : 0 (the reference's layer), or ``f``: the weights are fixed-point numbers
+        with ``f`` fractional bits, so the sum is divided by ``2**f`` (truncating) on the
+        way forward and the error product ``delta @ W.T`` likewise on the way back (both
+        exact in int64 before the division). The layer's output then keeps the scale of
+        its input, and the optimizer's steps are the weights' own fine units.
+    bias : False: no bias (``b`` stays zero and is not a parameter)
 
     Attributes
     ----------
@@ -66,6 +90,8 @@ class Dense:
         activation: str = "pocket_tanh",
         name: str = "fc",
         weight_clamp: int = WEIGHT_CLAMP,
+        frac_bits: int = 0,
+        bias: bool = True,
     ) -> None:
         if int(n_in) < 1 or int(n_out) < 1:
             raise ValueError(f"{name}: layer widths must be positive, got {n_in} -> {n_out}")
@@ -75,6 +101,7 @@ class Dense:
         self.activation: Activation = get_activation(activation)
         self.name = name
         self._clamp = int(weight_clamp)
+        self.frac_bits, self.bias = check_fixed_point(name, frac_bits, bias)
         dtype = param_dtype(self._clamp)
         self.W = np.zeros((self.n_in, self.n_out), dtype=dtype)
         self.b = np.zeros((1, self.n_out), dtype=dtype)
@@ -104,7 +131,15 @@ class Dense:
 
     @property
     def config(self) -> DenseConfig:
-        return DenseConfig(self.name, self.n_in, self.n_out, self.activation.name, self._clamp)
+        return DenseConfig(
+            self.name,
+            self.n_in,
+            self.n_out,
+            self.activation.name,
+            self._clamp,
+            self.frac_bits,
+            self.bias,
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -122,7 +157,10 @@ class Dense:
         """
         cols = active_columns(a) if a.dtype.kind == "u" else None
         a, W = (a, self.W) if cols is None else (a[:, cols], self.W[cols])
-        return matmul(a, W, self.b, where=self._where["forward a @ W + b"])
+        where = self._where["forward a @ W + b"]
+        if self.frac_bits:
+            return trunc_div(exact_matmul(a, W, where)[0] + self.b, 1 << self.frac_bits)
+        return matmul(a, W, self.b, where=where)
 
     def forward(self, a: np.ndarray) -> tuple[np.ndarray, DenseCache]:
         y, g = self.activation(self.preactivation(a), self.n_in)
@@ -142,7 +180,10 @@ class Dense:
         params: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         W = self.W if params is None else params["W"]
-        return matmul(delta, W.T, where=self._where["backward delta @ W.T"])
+        where = self._where["backward delta @ W.T"]
+        if self.frac_bits:
+            return trunc_div(exact_matmul(delta, W.T, where)[0], 1 << self.frac_bits)
+        return matmul(delta, W.T, where=where)
 
     def weight_gradient(
         self, a_prev: np.ndarray, delta: np.ndarray
@@ -154,20 +195,29 @@ class Dense:
         """
         cols = active_columns(a_prev) if a_prev.dtype.kind == "u" else None
         a_t = (a_prev if cols is None else a_prev[:, cols]).T
-        return matmul(a_t, delta, where=self._where["update a.T @ delta"]), cols
+        where = self._where["update a.T @ delta"]
+        if self.frac_bits:  # fixed-point errors carry more bits: exact in int64
+            return exact_matmul(a_t, delta, where)[0], cols
+        return matmul(a_t, delta, where=where), cols
 
     def gradient(self, delta: np.ndarray, cache: DenseCache) -> list[Gradient]:
         grad_w, rows = self.weight_gradient(cache.a, delta)
-        grad_b = guard(delta.sum(axis=0, keepdims=True), self._where["update colsum(delta)"])
-        return [Gradient("W", grad_w, rows), Gradient("b", grad_b)]
+        exact32 = not self.frac_bits
+        grads = [Gradient("W", grad_w, rows, int32=exact32)]
+        if self.bias:
+            grad_b = delta.sum(axis=0, keepdims=True, dtype=np.int64)
+            if exact32:
+                grad_b = guard(grad_b, self._where["update colsum(delta)"])
+            grads.append(Gradient("b", grad_b, int32=exact32))
+        return grads
 
     def parameters(self) -> dict[str, np.ndarray]:
-        return {"W": self.W, "b": self.b}
+        return fixed_point_parameters(self.W, self.b, self.bias)
 
     def set_parameters(self, params: Mapping[str, np.ndarray]) -> None:
         """Replace the parameters, checking shape, integer dtype and the clamp range."""
         W = check_parameter(self.name, "W", params["W"], self.W.shape, self._clamp)
-        b = np.asarray(params["b"])
+        b = np.asarray(params["b"] if self.bias or "b" in params else self.b)
         b = check_parameter(
             self.name, "b", b.reshape(1, -1) if b.ndim == 1 else b, self.b.shape, self._clamp
         )
