@@ -62,6 +62,7 @@ RECIPE = PRESETS["cnn"]["mnist"]
 EPOCH_IMAGES = 60_000
 PRODUCTS = ("matmul", "exact_matmul")  # the conv module's names for core.products' functions
 FOLDS = ("unfold", "fold")
+LAYER_METHODS = ("forward", "delta", "backward", "gradient")
 
 
 def clock(threads: int) -> Callable[[], float]:
@@ -111,40 +112,52 @@ class PocketnnRun:
 
     @contextlib.contextmanager
     def profiled(self, threads: int) -> Iterator[dict]:
-        """Time the convolution layers' products and unfold/fold while the block runs."""
+        """Time the convolution layers' products and unfold/fold, and every layer's own
+        calls by layer type, while the block runs (wrappers on the conv module's names and
+        on this model's layer objects; nothing in the library changes)."""
         conv = importlib.import_module(f"{self.pkg.__name__}.nn.layers.conv")
         now = clock(threads)
-        stats = {"products": 0.0, "ops": 0, "calls": {}, "folds": 0.0}
+        stats = {"products": 0.0, "ops": 0, "calls": {}, "folds": 0.0, "layers": {}}
 
-        def product(fn):
-            def timed(a, b, *args, **kwargs):
-                start = now()
-                result = fn(a, b, *args, **kwargs)
-                stats["products"] += now() - start
-                shape = (a.shape[0], a.shape[1], b.shape[1])
-                stats["ops"] += 2 * math.prod(shape)
-                stats["calls"][shape] = stats["calls"].get(shape, 0) + 1
-                return result
-
-            return timed
-
-        def folding(fn):
-            def timed(*args, **kwargs):
+        def timed(fn, record):
+            def call(*args, **kwargs):
                 start = now()
                 result = fn(*args, **kwargs)
-                stats["folds"] += now() - start
+                record(now() - start, *args)
                 return result
 
-            return timed
+            return call
+
+        def product(seconds, a, b, *_):
+            stats["products"] += seconds
+            shape = (a.shape[0], a.shape[1], b.shape[1])
+            stats["ops"] += 2 * math.prod(shape)
+            stats["calls"][shape] = stats["calls"].get(shape, 0) + 1
+
+        def folding(seconds, *_):
+            stats["folds"] += seconds
+
+        def by_type(kind):
+            def record(seconds, *_):
+                stats["layers"][kind] = stats["layers"].get(kind, 0.0) + seconds
+
+            return record
 
         saved = {name: getattr(conv, name) for name in PRODUCTS + FOLDS if hasattr(conv, name)}
         for name, fn in saved.items():
-            setattr(conv, name, (product if name in PRODUCTS else folding)(fn))
+            setattr(conv, name, timed(fn, product if name in PRODUCTS else folding))
+        layers = self.trainer.model.layers
+        for layer in layers:
+            for method in LAYER_METHODS:
+                setattr(layer, method, timed(getattr(layer, method), by_type(layer.type_name)))
         try:
             yield stats
         finally:
             for name, fn in saved.items():
                 setattr(conv, name, fn)
+            for layer in layers:
+                for method in LAYER_METHODS:
+                    delattr(layer, method)
 
 
 class TorchRun:
@@ -255,6 +268,7 @@ def profile(runs: dict, args, x_len: int) -> dict:
             "conv_products_share": stats["products"] / total,
             "unfold_fold_share": stats["folds"] / total,
             "conv_gops": stats["ops"] / stats["products"] / 1e9 if stats["products"] else None,
+            "layer_share": {kind: t / total for kind, t in stats["layers"].items()},
             "calls_per_step": {
                 "x".join(map(str, s)): c / args.profile_steps for s, c in stats["calls"].items()
             },
@@ -305,6 +319,15 @@ def report(per_step: dict, prof: dict, rates: dict, args, info: dict) -> list[st
             f"{p['conv_products_s'] * 1e3:7.2f} ({p['conv_products_share'] * 100:3.0f}%) "
             f"{p['unfold_fold_s'] * 1e3:6.2f} ({p['unfold_fold_share'] * 100:3.0f}%) "
             f"{gops:11.2f} {of}"
+        )
+    lines.append(
+        "by layer type (forward, delta, backward, gradient; the rest: loss, optimizer, loop):"
+    )
+    for name, p in prof.items():
+        shares = p["layer_share"]
+        parts = [f"{kind} {share * 100:.0f}%" for kind, share in shares.items()]
+        lines.append(
+            f"  {name:22s} {', '.join(parts)}, rest {(1 - sum(shares.values())) * 100:.0f}%"
         )
     if rates:
         lines += [
