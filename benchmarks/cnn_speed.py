@@ -205,7 +205,7 @@ class TorchRun:
             self.torch.set_num_threads(saved)
 
 
-def gemm_rates(calls: dict, threads: int, repeats: int = 15) -> dict:
+def gemm_rates(calls: dict, threads: int, trials: int = 15) -> dict:
     """float64 and float32 ``matmul`` rates (Gflop/s) at the conv products' shapes, weighted
     by how often each shape is called, and on a 1024^3 product."""
     from threadpoolctl import threadpool_limits
@@ -214,15 +214,19 @@ def gemm_rates(calls: dict, threads: int, repeats: int = 15) -> dict:
     now = clock(threads)
 
     def best(m: int, k: int, n: int, dtype) -> float:
+        """Seconds per call: the fastest of ``trials`` runs of enough calls to last ~2 ms."""
         a = rng.integers(-127, 128, (m, k)).astype(dtype)
         b = rng.integers(-127, 128, (k, n)).astype(dtype)
         out = np.empty((m, n), dtype=dtype)
+        start = now()
         np.matmul(a, b, out=out)
+        calls = max(1, int(0.002 / max(now() - start, 1e-6)))
         fastest = float("inf")
-        for _ in range(repeats):
+        for _ in range(trials):
             start = now()
-            np.matmul(a, b, out=out)
-            fastest = min(fastest, now() - start)
+            for _ in range(calls):
+                np.matmul(a, b, out=out)
+            fastest = min(fastest, (now() - start) / calls)
         return max(fastest, 1e-9)
 
     rates = {}
