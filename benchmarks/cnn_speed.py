@@ -16,7 +16,9 @@ is extrapolated from the step time (1875 steps), and labelled so.
 
 PyTorch trains the same architecture in float32 (Conv2d, LeakyReLU(1/4), MaxPool2d,
 Linear; no scaling layers), MSE loss against one-hot targets, plain SGD, same batch, with
-``torch.set_num_threads(--threads)``.
+``torch.set_num_threads(--threads)``. ``--threads`` is also the engines' thread count, but
+pocketnn's layered CNN step runs on one thread whatever it is (training limits BLAS to one
+thread; only the compiled DFA kernels split work).
 
 After the timed rounds, one more slice per engine is profiled: the calls of the exact
 products made by the convolution layers (forward ``cols @ W``, backward ``delta @ W.T``,
