@@ -23,6 +23,7 @@ from hypothesis.extra import numpy as hnp
 from pocketnn import IntegerOverflowError, Trainer, build_mlp, configure
 from pocketnn.core.arith import FLOAT64_EXACT, INT32_EXACT, INT64_MAX, magnitude
 from pocketnn.core.products import exact_matmul, matmul
+from pocketnn.engines.blas import FLOAT32_EXACT
 from pocketnn.nn.layers import Dense
 from pocketnn.nn.layers.dense import DenseCache
 from pocketnn.nn.losses import one_hot
@@ -110,6 +111,49 @@ def test_products_at_the_float64_edge(engine, offset):
         got, bound = exact_matmul(a, b)
     assert (bound < FLOAT64_EXACT) == (offset < 0)
     assert np.array_equal(got.astype(object), oracle(a, b))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    "k, w, path",
+    [
+        (3, 21931, "float32"),  # 255 * 21931 * 3 = 2**24 - 1: one float32 product
+        (3, 21932, "float64"),  # above 2**24, and slices of 2 terms are too thin
+        (601, 999, "float32 slices"),  # 65-term slices stay below 2**24, the sum does not
+        (601, 1100, "float64"),  # 59-term slices: thinner than the 64 that pay off
+    ],
+)
+def test_products_at_the_float32_edges(engine, k, w, path, monkeypatch):
+    """int16 weights far below their dtype's bound against uint8 pixels, with odd sums past
+    2**24 that float32 would round: the BLAS engines take the path the measured bound
+    allows, and every engine gives the exact integers."""
+    from pocketnn.engines import blas
+
+    a = np.full((4, k), 255, dtype=np.uint8)  # the larger operand: b's bound is measured
+    a[1, ::2] = 253
+    b = np.full((k, 3), w, dtype=np.int16)
+    b[0, 0], b[::5, 2] = w - 1, -w
+    real, seen = np.matmul, []
+
+    def spy(x, y, out):
+        seen.append(out.dtype)
+        return real(x, y, out=out)
+
+    monkeypatch.setattr(blas.np, "matmul", spy)
+    with configure(engine=engine):
+        got, _ = exact_matmul(a, b)
+    assert np.array_equal(got.astype(object), oracle(a, b))
+    assert int(np.abs(oracle(a, b)).max()) > FLOAT32_EXACT or path == "float32"
+    if engine in ("blas", "fused"):
+        span = (FLOAT32_EXACT - 1) // (255 * w)
+        want = {
+            "float32": [np.float32],
+            "float32 slices": [np.float32] * -(-k // span),
+            "float64": [np.float64],
+        }
+        assert seen == want[path]
+    else:
+        assert seen == []
 
 
 @pytest.mark.parametrize("engine", ENGINES)

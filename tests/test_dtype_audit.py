@@ -4,7 +4,7 @@ A profiler hook sees every Python frame of the pocketnn package return during a 
 training step, an epoch loop, evaluation and save/load, and inspects every numpy array
 in the frame's locals and in its return value. With the ``int`` engine nothing may be a
 float at all. With the default ``blas`` engine the only float arrays allowed are the
-reused float64 work buffers of the exact matmul (``_as_float64``), whose use is proven
+reused float work buffers of the exact matmul (``_as_float``), whose use is proven
 exact by the bound check in ``exact_matmul`` (:mod:`pocketnn.engines.blas`).
 """
 
@@ -18,7 +18,7 @@ import pocketnn
 from pocketnn import Trainer, build_mlp, configure
 
 PACKAGE = str(Path(pocketnn.__file__).parent)
-BLAS_FLOAT_FRAMES = {"_as_float64", "_buffer", "blas_product", "workspace"}
+BLAS_FLOAT_FRAMES = {"_as_float", "_buffer", "blas_product", "workspace"}
 
 
 def arrays_in(value, depth=0):
@@ -122,7 +122,7 @@ def test_blas_engine_confines_floats_to_the_exact_matmul_buffers(
         pytest.importorskip("numba")
     with configure(engine=engine, overflow="wrap"):
         found, frames = audit(training_session(mnist, tmp_path, algorithm), BLAS_FLOAT_FRAMES)
-    assert "_as_float64" in frames
+    assert "_as_float" in frames
     assert ("_layered_step" in frames) != (engine == "fused" and algorithm == "dfa")
     assert found == []
 
@@ -132,4 +132,4 @@ def test_the_audit_catches_a_float(mnist, tmp_path):
     from pocketnn.engines import blas
 
     found, _ = audit(lambda: blas.blas_product(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8)))
-    assert ("_as_float64", "buf", "float64") in found
+    assert ("_as_float", "buf", "float64") in found

@@ -11,24 +11,36 @@ import numpy as np
 
 from ..engines.blas import blas_product
 from ..engines.reference import int_product
-from .arith import FLOAT64_EXACT, INT32_MAX, INT64_MAX, magnitude, require_integer
+from .arith import FLOAT64_EXACT, INT32_MAX, INT64_MAX, extremes, magnitude, require_integer
 from .context import INTEGER_ONLY_ENGINES, current
 from .overflow import IntegerOverflowError, guard
+
+
+def _peak(x: np.ndarray, bound: int, other: np.ndarray) -> int:
+    """``max|x|``, measured for a 16-bit array no larger than the other operand (weights:
+    far below their dtype's bound, and cheap to scan next to the product), else ``bound``
+    (already measured for wider dtypes, tight for 8-bit ones)."""
+    if x.dtype.itemsize != 2 or x.size == 0 or x.size > other.size:
+        return bound
+    lo, hi = extremes(x)
+    return max(-lo, hi)
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray, where: str = "matmul") -> tuple[np.ndarray, int]:
     """The exact product ``a @ b`` as int64 by the current engine, and the bound it used.
 
-    The bound ``max|a| * max|b| * k`` caps every partial sum, so below 2**53 the float64
-    BLAS path is exact in any summation order; above it the integer path is used, and above
-    2**63 the product is refused rather than risk a wrapped accumulator.
+    The bound ``max|a| * max|b| * k`` caps every partial sum, so below 2**53 the BLAS path
+    is exact in any summation order (float64, or float32 slices where a tighter bound of one
+    product allows: :func:`~pocketnn.engines.blas.blas_product`); above it the integer path
+    is used, and above 2**63 the product is refused rather than risk a wrapped accumulator.
     """
     if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
         raise TypeError(f"{where}: expected integer arrays, got {a.dtype} and {b.dtype}")
-    unit = magnitude(a) * magnitude(b)
+    bound_a, bound_b = magnitude(a), magnitude(b)
+    unit = bound_a * bound_b
     bound = unit * a.shape[-1]
     if current().engine not in INTEGER_ONLY_ENGINES and bound < FLOAT64_EXACT:
-        return blas_product(a, b), bound
+        return blas_product(a, b, _peak(a, bound_a, b) * _peak(b, bound_b, a)), bound
     if bound > INT64_MAX:
         raise IntegerOverflowError(
             f"{where}: |a| * |b| * k = {bound} could overflow int64 accumulators"

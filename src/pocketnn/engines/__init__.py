@@ -5,7 +5,8 @@
     sum can overflow, else int64. No floating-point instruction touches model values.
 ``"blas"`` (:mod:`.blas`)
     float64 BLAS, used only where a bound proves every partial sum is an integer below
-    2**53 (so float64 holds it exactly whatever order BLAS adds in); elsewhere ``"int"``.
+    2**53 (so float64 holds it exactly whatever order BLAS adds in), float32 where a bound
+    proves them below 2**24; elsewhere ``"int"``.
 ``"fused"`` (:mod:`.fused`, needs numba)
     ``"blas"`` products, plus a whole DFA training step in compiled integer kernels.
 ``"compiled"`` (:mod:`.compiled`, needs a C compiler once)

@@ -23,30 +23,44 @@ CHUNK_ROWS = 8192
 """Unfolded rows per product: bounds the work buffers (8192 x 576 float64 = 38 MB)."""
 
 
+def _out_size(size: int, k: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - k) // stride + 1
+
+
 def unfold(a: np.ndarray, k: int, stride: int, padding: int) -> np.ndarray:
     """``im2col``: ``(N, C, H, W)`` -> ``(N * Ho * Wo, C * k * k)``, rows in (n, y, x) order,
     columns in (c, ky, kx) order, in ``a``'s dtype."""
-    if padding:
-        a = np.pad(a, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    windows = np.lib.stride_tricks.sliding_window_view(a, (k, k), axis=(2, 3))
-    windows = windows[:, :, ::stride, ::stride]  # (N, C, Ho, Wo, k, k)
-    n, c, ho, wo = windows.shape[:4]
-    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(n * ho * wo, -1)
+    n, c, h, w = a.shape
+    ho, wo = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
+    # Channels last, so each kernel offset below copies runs of C contiguous values: a
+    # numpy copy of the 6-d window view walks runs of k values and is several times slower.
+    src = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=a.dtype)
+    src[:, padding : padding + h, padding : padding + w] = a.transpose(0, 2, 3, 1)
+    cols = np.empty((n, ho, wo, c, k, k), dtype=a.dtype)
+    for ky in range(k):
+        for kx in range(k):
+            cols[..., ky, kx] = src[
+                :, ky : ky + stride * ho : stride, kx : kx + stride * wo : stride
+            ]
+    return cols.reshape(n * ho * wo, c * k * k)
 
 
 def fold(cols: np.ndarray, shape: tuple[int, ...], k: int, stride: int, padding: int):
     """The adjoint of :func:`unfold`: sum every patch entry back onto its input position."""
     n, c, h, w = shape
-    ho = (h + 2 * padding - k) // stride + 1
-    wo = (w + 2 * padding - k) // stride + 1
-    patches = cols.reshape(n, ho, wo, c, k, k)
-    out = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    ho, wo = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
+    # One transposing copy to (n, ky*kx, y, x, c) makes every kernel offset's block, and its
+    # target in a channels-last output, runs of Wo * C contiguous values (at stride 1):
+    # numpy adds those at memory speed, where runs of C values strided by k * k cost a
+    # loop call each.
+    patches = np.ascontiguousarray(cols.reshape(n, ho, wo, c, k * k).transpose(0, 4, 1, 2, 3))
+    out = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
     for ky in range(k):
         for kx in range(k):
-            out[:, :, ky : ky + stride * ho : stride, kx : kx + stride * wo : stride] += patches[
-                :, :, :, :, ky, kx
-            ].transpose(0, 3, 1, 2)
-    return out[:, :, padding : padding + h, padding : padding + w]
+            out[:, ky : ky + stride * ho : stride, kx : kx + stride * wo : stride] += patches[
+                :, ky * k + kx
+            ]
+    return out[:, padding : padding + h, padding : padding + w].transpose(0, 3, 1, 2)
 
 
 @dataclass(frozen=True)
