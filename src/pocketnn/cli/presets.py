@@ -44,6 +44,25 @@ PRESETS: dict[str, dict[str, dict]] = {
         for dataset in ("mnist", "fashion-mnist")
     },
 }
+# The paper's networks (same widths) as fixed-point layers trained by integer backprop with
+# momentum and softmax cross-entropy, every choice made on validation (README, "Frontier").
+FRONTIER = {
+    "activation": "leaky_relu",
+    "algorithm": "bp",
+    "bp_weights": "current",
+    "frac_bits": 10,
+    "momentum": 3,
+    "loss": "softmax",
+    "batch_size": 32,
+    "lr_inv": 1 << 20,
+    "lr_double_every": 0,
+    "rounding": "stochastic",
+    "val": 5000,
+}
+PRESETS["frontier"] = {
+    "mnist": {**FRONTIER, "epochs": 20},
+    "fashion-mnist": {**FRONTIER, "epochs": 20},
+}
 IMAGE_SHAPE = (1, 28, 28)
 """The shape of an MNIST or Fashion-MNIST image, as a CNN takes it."""
 OWN_DATA_EPOCHS = 20
