@@ -1,7 +1,8 @@
 """Tests for the C export of layered models (convolutions, pooling, scaling, dense layers).
 
 The generated C is built with the real tools and compared with Python value for value:
-gcc on the host (UBSan included) for small random networks and for a CNN trained on MNIST,
+gcc on the host (UBSan included) for small random networks (fixed-point ones among them;
+tests/test_export_c_fixed.py has the trained fixed-point models) and for a CNN trained on MNIST,
 on all 10,000 test images; arm-none-eabi-gcc for a Cortex-M0 (no float helper or
 instruction) run under qemu-system-arm; and the footprint against a Pico-class chip.
 """
@@ -147,13 +148,78 @@ def overflowing_model(rng):
     return model
 
 
-MODELS = [
+def fixed_cnn(rng):
+    """Input scaling, a padded fixed-point convolution without bias, leaky_relu, max pooling,
+    a stride-2 fixed-point convolution *with* bias, average pooling, a fixed-point dense layer
+    with its own leaky_relu and a linear fixed-point output layer."""
+    fixed = {"frac_bits": 6, "bias": False}
+    model = pocketnn.Sequential(
+        [
+            Scale((1, 10, 9), 4, name="input.scale"),
+            Conv2D(1, 4, 3, 10, 9, padding=1, name="conv1", **fixed),
+            ActivationLayer((4, 10, 9), "leaky_relu", name="conv1.act"),
+            MaxPool2D(4, 10, 9, 2, name="pool1"),
+            Conv2D(4, 6, 3, 5, 4, stride=2, padding=1, name="conv2", frac_bits=6),
+            ActivationLayer((6, 3, 2), "leaky_relu", name="conv2.act"),
+            AvgPool2D(6, 3, 2, 2, name="pool2"),
+            Flatten(6, 1, 1, name="flatten"),
+            Dense(6, 7, "leaky_relu", name="fc1", **fixed),
+            Dense(7, 5, "as_is", name="fc2", **fixed),
+        ]
+    )
+    return randomize(model, rng, scale=400)
+
+
+def fixed_mlp(rng):
+    """The builder's fixed-point MLP: input scaling, dense + leaky_relu twice, a bare dense."""
+    model = build("30-12-8-4", (30,), activation="leaky_relu", frac_bits=8)
+    return randomize(model, rng, scale=900)
+
+
+def dense_only_fixed_mlp(rng):
+    """Dense layers alone, with their own activations: fixed point sends them to the layered
+    exporter (the MLP exporter's C has a bias and no fractional bits)."""
+    model = pocketnn.Sequential(
+        [
+            Dense(20, 9, "leaky_relu", name="fc1", frac_bits=9, bias=False),
+            Dense(9, 3, "as_is", name="fc2", frac_bits=3, bias=False),
+        ]
+    )
+    return randomize(model, rng, scale=200)
+
+
+def wide_fixed_model(rng):
+    """Sums beyond int32: a fixed-point convolution whose sums Python checks against int32
+    (raising for bright images), then a fixed-point dense layer whose int64 sums Python keeps
+    exactly and whose quotients by 2**30 are int32 again."""
+    model = pocketnn.Sequential(
+        [
+            Conv2D(3, 2, 10, 12, 12, stride=2, name="big", frac_bits=8, bias=False),
+            Flatten(2, 2, 2, name="flat"),
+            Dense(8, 3, "as_is", name="wide", weight_clamp=2**31 - 1, frac_bits=30, bias=False),
+        ]
+    )
+    conv, dense = model.layers[0], model.layers[2]
+    W = rng.integers(-300, 301, conv.W.shape)
+    W[:, 0] = 32767  # channel 0 leaves int32 for bright images
+    conv.set_parameters({"W": W})
+    dense.set_parameters({"W": rng.integers(-(2**31) + 1, 2**31, dense.W.shape)})
+    return model
+
+
+RANDOM_MODELS = [
     mixed_model,
     input_side_model,
     elementwise_first_model,
     flatten_only_model,
-    overflowing_model,
+    fixed_cnn,
+    fixed_mlp,
+    dense_only_fixed_mlp,
 ]
+"""Models whose sums fit int32 for every input."""
+OVERFLOWING_MODELS = [overflowing_model, wide_fixed_model]
+"""Models whose sums leave int32 for bright images, where Python raises."""
+MODELS = RANDOM_MODELS + OVERFLOWING_MODELS
 
 
 def check_host_matches_python(model, tmp_path, x, sanitize=True):
@@ -329,7 +395,7 @@ def test_fit_verdict_gives_the_numbers():
 
 
 @pytest.mark.gcc
-@pytest.mark.parametrize("make", MODELS[:4], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("make", RANDOM_MODELS, ids=lambda f: f.__name__)
 def test_random_layered_models_match_python_under_ubsan(tmp_path, make):
     rng = np.random.default_rng(3)
     model = make(rng)
@@ -339,9 +405,10 @@ def test_random_layered_models_match_python_under_ubsan(tmp_path, make):
 
 
 @pytest.mark.gcc
-def test_sums_beyond_int32_are_errors_where_python_raises(tmp_path):
+@pytest.mark.parametrize("make", OVERFLOWING_MODELS, ids=lambda f: f.__name__)
+def test_sums_beyond_int32_are_errors_where_python_raises(tmp_path, make):
     rng = np.random.default_rng(4)
-    model = overflowing_model(rng)
+    model = make(rng)
     x = random_images(rng, 400, model.dims[0])
     x[:40] = 255  # bright images overflow the first convolution
     classes = check_host_matches_python(model, tmp_path, x)
@@ -409,11 +476,16 @@ def run_mcu(elf):
 @pytest.mark.arm
 @pytest.mark.slow
 def test_mnist_cnn_on_cortex_m0_is_integer_only_and_bit_exact(tmp_path, mnist, cnn_model_file):
-    model = pocketnn.load(cnn_model_file)
-    images = mnist.test_images[:MCU_IMAGES]
-    elf = mcu_firmware(cnn_model_file, tmp_path, images, "mnist_cnn")
+    check_on_cortex_m0(cnn_model_file, tmp_path, mnist.test_images[:MCU_IMAGES], "mnist_cnn")
+
+
+def check_on_cortex_m0(model_file, workdir, images, name):
+    """The model's Cortex-M0 firmware holds no floating point and, under QEMU, gives
+    Python's classes and scores for every image, within a small stack."""
+    model = pocketnn.load(model_file)
+    elf = mcu_firmware(model_file, workdir, images, name)
     assert find_float_usage(elf) == []
-    assert find_float_usage(elf.with_suffix(".obj") / "mnist_cnn.o") == []
+    assert find_float_usage(elf.with_suffix(".obj") / f"{name}.o") == []
     rows, stack = run_mcu(elf)
     expected = np.column_stack([model.predict(images), model.scores(images)])
     np.testing.assert_array_equal(rows, expected)

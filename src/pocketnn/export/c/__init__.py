@@ -26,7 +26,8 @@ The package, one responsibility a module:
 * :mod:`.inference`: the C of the two files and of inference;
 * :mod:`.training`: the C of on-device DFA training;
 * :mod:`.cnn_planner` and :mod:`.cnn_inference`: layered models (convolutions, pooling,
-  scaling, dense layers), for inference: stages, proven intervals and their C.
+  scaling, dense layers, fixed-point layers of any kind), for inference: stages, proven
+  intervals and their C.
 """
 
 from .activations import ACTIVATIONS, activation_c_functions

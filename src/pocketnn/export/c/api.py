@@ -82,7 +82,7 @@ def generate_c(
     """
     name = check_name(name)
     model, training, arrays, spec, source = _load(model_or_path, input_spec)
-    if is_layered(model):  # CNNs: inference only, on uint8 images
+    if is_layered(model):  # CNNs and fixed-point nets: inference only, on uint8 images
         with model.lock.reading():
             return generate_layered(model, name, with_training, source)
     training = training or {}

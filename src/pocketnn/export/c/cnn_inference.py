@@ -4,9 +4,10 @@
 :mod:`.cnn_planner`: one function per stage, two static ping-pong buffers (each a union of
 the typed arrays its stages write, sized to the largest), ``NAME_scores``, ``NAME_predict``
 and the constant parameters. Each stage computes a value (a sum in its proven accumulator
-type, a window's maximum or truncated mean), applies its element-wise steps (truncating
-division and clamp, activations) and stores it in the narrowest proven type. Public names
-and return codes are those of the MLP export, so the same harness drives both.
+type, divided by ``2**frac_bits`` there for a fixed-point layer, a window's maximum or
+truncated mean), applies its element-wise steps (truncating division and clamp,
+activations) and stores it in the narrowest proven type. Public names and return codes are
+those of the MLP export, so the same harness drives both.
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...nn.layers import Conv2D, Dense
 from ..chips import fit_verdict
 from .activations import ACTIVATIONS, activation_c_functions
-from .cnn_planner import BufferPlan, Stage, Step, parameter_bytes, plan_buffers, plan_stages
+from .cnn_planner import (
+    BufferPlan,
+    Stage,
+    Step,
+    is_fixed_point,
+    parameter_bytes,
+    plan_buffers,
+    plan_stages,
+)
 from .ctext import INT32_MAX, c_array, c_int
 from .inference import params_digest
 from .settings import ExportError, ExportSettings
@@ -116,8 +126,11 @@ class LayeredGenerator:
                 f"#define {P}_{s.upper}_N_IN {s.layer.W.shape[0]}  /* W rows: {rows} */",
                 f"#define {P}_{s.upper}_N_OUT {s.layer.W.shape[1]}",
             ]
-            decls += [f"extern {self.param_decl(s, w, public=True)};" for w in ("W", "b")]
-        each = " ".join(f"X({p}_{s.ident}_W) X({p}_{s.ident}_b)" for s in self.param_stages)
+            decls += [f"extern {self.param_decl(s, w, public=True)};" for w in s.arrays]
+        each = " ".join(f"X({p}_{s.ident}_{w})" for s in self.param_stages for w in s.arrays)
+        layout = "W[n_in][n_out], b[n_out]"
+        if any(not s.bias for s in self.param_stages):
+            layout += " (none for layers without bias)"
         return f"""{self.banner(f"{p}.h")}
 #ifndef {P}_H
 #define {P}_H
@@ -143,7 +156,7 @@ typedef uint8_t {p}_input_t;  /* pixels 0..255 */
 #define {P}_OK 0
 #define {P}_ERR_OVERFLOW (-1)  /* a sum left int32 (Python raises IntegerOverflowError) */
 
-/* Parameters, row-major as in the model file: W[n_in][n_out], b[n_out]. */
+/* Parameters, row-major as in the model file: {layout}. */
 {chr(10).join(decls)}
 
 /* Apply X(array) to every parameter array, in model-file order (to save or checksum them). */
@@ -248,7 +261,14 @@ static {result} {s.ident}_forward(const {s.in_type} in[{s.n_in}], {s.out_type} o
 {body}{end}}}"""
 
     def proof(self, s: Stage) -> str:
-        if s.kind in ("conv", "dense"):
+        if s.frac_bits:
+            first = (
+                f" * For these weights and inputs in {s.in_values}: |z| <= {s.z_bound},\n"
+                f" * so {s.acc_type} sums cannot overflow"
+                + (" int64; checked against int32 like Python's guard." if s.z_check else ".")
+                + f"\n * Fixed point: v = z / 2**{s.frac_bits} (truncating) -> {s.z}."
+            )
+        elif s.kind in ("conv", "dense"):
             if s.z_check:
                 first = (
                     f" * For these weights and inputs in {s.in_values}: |z| <= {s.z_bound},\n"
@@ -301,12 +321,23 @@ static {result} {s.ident}_forward(const {s.in_type} in[{s.n_in}], {s.out_type} o
         return f"{indent}int32_t v{', g' if g else ''};\n"
 
     def from_sum(self, s: Stage, indent: str) -> str:
+        check = (
+            f"{indent}if (z < INT32_MIN || z > INT32_MAX) return {self.P}_ERR_OVERFLOW;\n"
+            if s.z_check
+            else ""
+        )
+        if s.frac_bits:  # C's / truncates as Python does, on the whole sum
+            quotient = f"z / {c_int(1 << s.frac_bits)}"
+            if s.acc_type != "int32_t":
+                quotient = f"(int32_t)({quotient})"
+            return f"{check}{indent}v = {quotient};  /* fixed point: z / 2**{s.frac_bits} */\n"
         if not s.z_check:
             return f"{indent}v = z;\n"
-        return (
-            f"{indent}if (z < INT32_MIN || z > INT32_MAX) return {self.P}_ERR_OVERFLOW;\n"
-            f"{indent}v = (int32_t)z;\n"
-        )
+        return f"{check}{indent}v = (int32_t)z;\n"
+
+    def first_term(self, s: Stage, index: str) -> str:
+        """A sum's start: the bias, or 0 for a layer without one."""
+        return f"{self.p}_{s.ident}_b[{index}]" if s.bias else "0"
 
     def conv_body(self, s: Stage) -> str:
         c = s.layer.config
@@ -325,7 +356,7 @@ static {result} {s.ident}_forward(const {s.in_type} in[{s.n_in}], {s.out_type} o
     for (o = 0; o < {c.out_channels}; o++) {{
         for (y = 0; y < {ho}; y++) {{
             for (x = 0; x < {wo}; x++) {{
-                {t} z = {self.p}_{s.ident}_b[o];
+                {t} z = {self.first_term(s, "o")};
 {self.locals(s, deep)}                for (c = 0; c < {c.in_channels}; c++) {{
                     for (ky = 0; ky < {k}; ky++) {{
                         const int iy = {iy};{skip_y}
@@ -347,7 +378,7 @@ static {result} {s.ident}_forward(const {s.in_type} in[{s.n_in}], {s.out_type} o
         return f"""\
     int i, j;
     for (j = 0; j < {s.layer.n_out}; j++) {{
-        {t} z = {self.p}_{s.ident}_b[j];
+        {t} z = {self.first_term(s, "j")};
 {self.locals(s, inner)}\
         for (i = 0; i < {s.layer.n_in}; i++) z += ({t})in[i] * {self.p}_{s.ident}_W[i][j];
 {self.from_sum(s, inner)}{self.store(s, "j", inner)}\
@@ -432,7 +463,9 @@ int {self.p}_predict(const {self.p}_input_t input[{P}_N_INPUTS], int32_t scores[
     def parameters(self) -> str:
         out = []
         for s in self.param_stages:
-            for which, values in (("W", s.layer.W), ("b", np.asarray(s.layer.b).reshape(-1))):
+            for which in s.arrays:
+                values = np.asarray(getattr(s.layer, which))
+                values = values if which == "W" else values.reshape(-1)
                 out.append(f"{self.param_decl(s, which)} = {c_array(values)};")
         return "\n\n".join(out)
 
@@ -443,9 +476,17 @@ def generate_layered(
     """``{"NAME.h": ..., "NAME.c": ...}`` of a layered model, for inference only."""
     if with_training:
         kinds = sorted({layer.type_name for layer in model.layers} - {"Dense"})
+        fixed = [
+            layer.name
+            for layer in model.layers
+            if isinstance(layer, (Conv2D, Dense)) and is_fixed_point(layer)
+        ]
+        has = [f"{', '.join(kinds)} layers"] if kinds else []
+        if fixed:
+            has.append(f"fixed-point layers without the MLP's bias ({', '.join(fixed)})")
         raise ExportError(
             f"--with-training exports MLPs of Dense layers only; this model has "
-            f"{', '.join(kinds)} layers: export it without --with-training (inference)"
+            f"{' and '.join(has)}: export it without --with-training (inference)"
         )
     gen = LayeredGenerator(model, plan_stages(model), ExportSettings(name, source=source))
     return {f"{name}.h": gen.header(), f"{name}.c": gen.source()}

@@ -12,6 +12,11 @@ weights, which gives each stage's accumulator type and each stored tensor's narr
 Intervals always contain 0, which makes the bound of a sum also bound every partial sum
 (each term lies between its own minimum <= 0 and maximum >= 0), in any order, padding
 zeros included. No C text is written here.
+
+Fixed-point layers (``frac_bits`` f > 0, usually without bias) divide their sum by ``2**f``,
+truncating, before anything else: the stage's value is then that quotient, computed from
+the sum in its proven accumulator type, and must fit int32 (the weight clamps of
+:func:`~pocketnn.nn.architecture.build` prove it).
 """
 
 from __future__ import annotations
@@ -135,8 +140,9 @@ class Stage:
 
     ``kind`` is ``conv``, ``dense``, ``maxpool``, ``avgpool`` or ``copy`` (element-wise
     layers on the input itself). ``z`` is the range of the value the steps start from (a
-    sum, a pooled value or an input value); ``acc_type`` is the type it is computed in, and
-    ``z_check`` says it may leave int32, where the C checks and Python raises.
+    sum, a fixed-point sum's quotient by ``2**frac_bits``, a pooled value or an input
+    value); ``acc_type`` is the type the sum is computed in, and ``z_check`` says it may
+    leave int32, where the C checks and Python raises.
     """
 
     index: int
@@ -151,6 +157,8 @@ class Stage:
     acc_type: str = "int32_t"
     z_check: bool = False
     z_bound: int = 0  # the largest |sum| (before the int32 check)
+    frac_bits: int = 0  # the sum is divided by 2**frac_bits (truncating) first
+    bias: bool = True  # False: no bias array, the sum starts from 0
     steps: list[Step] = field(default_factory=list)
     out_type: str = "int32_t"
     layer: Conv2D | Dense | MaxPool2D | AvgPool2D | None = None
@@ -177,6 +185,13 @@ class Stage:
         return self.kind in ("conv", "dense")
 
     @property
+    def arrays(self) -> tuple[str, ...]:
+        """The parameter arrays the C stores: ``W``, and ``b`` unless the layer has none."""
+        if not self.has_params:
+            return ()
+        return ("W", "b") if self.bias else ("W",)
+
+    @property
     def macs(self) -> int:
         """Multiply-accumulates per input, counting the padded positions (skipped in C)."""
         return self.layer.W.size * (self.n_out // self.layer.W.shape[1]) if self.has_params else 0
@@ -199,9 +214,16 @@ class _Idents:
         return ident
 
 
+def is_fixed_point(layer: Conv2D | Dense) -> bool:
+    """Whether a linear layer divides its sums by ``2**frac_bits`` or has no bias."""
+    return bool(layer.config.frac_bits) or not layer.config.bias
+
+
 def is_layered(model: Sequential) -> bool:
-    """Whether the model needs the layered exporter (anything but dense layers)."""
-    return not all(isinstance(layer, Dense) for layer in model.layers)
+    """Whether the model needs the layered exporter: anything but dense layers, or
+    fixed-point dense layers (the MLP exporter's C, training included, has a bias and no
+    fractional bits)."""
+    return not all(isinstance(layer, Dense) and not is_fixed_point(layer) for layer in model.layers)
 
 
 def _params(layer: Conv2D | Dense) -> tuple[np.ndarray, np.ndarray, str]:
@@ -211,16 +233,43 @@ def _params(layer: Conv2D | Dense) -> tuple[np.ndarray, np.ndarray, str]:
     return W, b, c_type(largest)
 
 
+def _quotient(x: Interval, divisor: int) -> Interval:
+    """The range of ``v / divisor`` (truncating, monotone in ``v``) for ``v`` in ``x``."""
+    q = trunc_div(np.array([x.lo, x.hi], dtype=np.int64), divisor)
+    return Interval(int(q[0]), int(q[1]))
+
+
 def _sum_stage(stage: Stage, layer: Conv2D | Dense) -> None:
-    """The accumulator of a convolution or dense stage, from its weights' interval."""
+    """The accumulator of a convolution or dense stage, from its weights' interval.
+
+    Python checks the sums of a convolution, and of a dense layer without fractional bits,
+    against int32 (where they may leave it, the C checks too); a fixed-point dense layer's
+    sum is exact in int64 and only its quotient must be an int32.
+    """
     W, b, stage.param_type = _params(layer)
+    stage.frac_bits, stage.bias = int(layer.config.frac_bits), bool(layer.config.bias)
     z = linear_interval(W, b, stage.in_values)
     if z.magnitude > INT64_MAX:
         raise ExportError(f"{layer.name}: |z| could reach {z.magnitude}, beyond int64")
+    product_bound = stage.in_values.magnitude * int(np.abs(W).max(initial=0)) * W.shape[0]
+    if product_bound > INT64_MAX:  # Python refuses such a product (exact_matmul)
+        raise ExportError(
+            f"{layer.name}: |in| * |W| * n_in could reach {product_bound}, beyond int64, "
+            "where Python raises IntegerOverflowError"
+        )
     stage.z_bound = z.magnitude
     stage.acc_type = c_arith_type(z.magnitude)
-    stage.z_check = z.magnitude > INT32_MAX
-    stage.z = z.within_int32()  # a sum that left int32 has returned NAME_ERR_OVERFLOW
+    int32_guarded = isinstance(layer, Conv2D) or not stage.frac_bits
+    stage.z_check = int32_guarded and z.magnitude > INT32_MAX
+    if int32_guarded:
+        z = z.within_int32()  # a sum that left int32 has returned NAME_ERR_OVERFLOW
+    if stage.frac_bits:
+        z = _quotient(z, 1 << stage.frac_bits)
+        if z.magnitude > INT32_MAX:
+            raise ExportError(
+                f"{layer.name}: z / 2**{stage.frac_bits} could reach {z}, beyond int32"
+            )
+    stage.z = z
 
 
 def _scale_step(layer: Scale, ident: str, x: Interval) -> Step:
@@ -344,6 +393,6 @@ def parameter_bytes(stages: list[Stage]) -> int:
     total = 0
     for stage in stages:
         if stage.has_params:
-            size = stage.layer.W.size + stage.layer.b.size
+            size = sum(getattr(stage.layer, which).size for which in stage.arrays)
             total += size * _type_size(stage.param_type)
     return total
