@@ -258,3 +258,20 @@ def test_trunc_div_few_refuses_zero_divisors_as_trunc_div_does():
         trunc_div_few(np.array([1, 2]), np.array([1, 0]), [1, 8])
     with pytest.raises(ZeroDivisionError):
         trunc_div_few(np.array([1, 2]), np.array([1, 0]), [0, 1])
+
+
+@given(
+    hnp.arrays(np.int64, st.integers(1, 40), elements=INT64_VALUES),
+    st.one_of(st.integers(1, 2**62), st.sampled_from([1, 3, 1000, 2**31 - 1, 2**63 - 1])),
+    st.integers(0, 2**32),
+    st.booleans(),
+)
+def test_stochastic_div_is_floor_plus_a_draw_below_the_remainder(a, d, seed, narrow):
+    """The plain formula with Python integers, over int64 (and int32) extremes."""
+    if narrow:
+        a, d = np.clip(a, INT32_MIN, INT32_MAX).astype(np.int32), min(d, INT32_MAX)
+    draws = np.random.default_rng(seed).integers(0, d, a.shape, dtype=a.dtype)
+    expected = [int(v) // d + (int(u) < int(v) % d) for v, u in zip(a, draws)]
+    out = a.copy()
+    assert stochastic_div_(out, d, draws) is out
+    assert out.tolist() == expected

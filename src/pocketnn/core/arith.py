@@ -155,10 +155,13 @@ def stochastic_div_(a: np.ndarray, d: int, draws: np.ndarray) -> np.ndarray:
     """
     if d <= 0:
         raise ZeroDivisionError(f"stochastic_div_: divisor must be positive, got {d}")
-    remainder = a % d
-    a //= d
-    a += draws < remainder
-    return a
+    quotient = a // d
+    # a - floor(a / d) * d is a mod d; numpy divides by a scalar fast but takes the
+    # remainder slowly. Exact even where d * quotient wraps: the remainder lies in [0, d)
+    # and the arithmetic is modulo 2**bits.
+    remainder = np.multiply(quotient, d)
+    np.subtract(a, remainder, out=remainder)
+    return np.add(quotient, draws < remainder, out=a)
 
 
 def isqrt(n: int) -> int:
