@@ -5,8 +5,8 @@ Usage (from the repository root; PyTorch is optional, its column is skipped with
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=src \\
         python benchmarks/cnn_speed.py --json cnn_speed.json
 
-The network is the ``cnn`` preset's (``c16k3-p2-c32k3-p2-f64-10``, leaky ReLU, integer
-backprop, batch 32, stochastic rounding), on real MNIST images, without augmentation
+The network is the ``cnn`` preset's (``c16k3-p2-c32k3-p2-f64-10``, fixed-point layers,
+leaky ReLU, backprop with momentum and softmax, batch 32), on real MNIST, no augmentation
 (PyTorch gets none either). Each round trains the next ``--steps`` batches with every
 method in turn, the order alternating from round to round; a method's figure is the median
 over rounds of its time per step: process CPU time with one thread, wall time with more.
