@@ -171,3 +171,107 @@ def test_active_columns():
     x[0, 2] = x[2, 7] = 9
     assert active_columns(x).tolist() == [2, 7]
     assert active_columns(np.ones((2, 10), dtype=np.uint8)) is None
+
+
+INT64_EXTREMES = st.sampled_from([-(2**63), -(2**63) + 1, -(2**31) - 1, -(2**31), -1, 0, 1])
+INT64_VALUES = st.one_of(st.integers(-(2**63), 2**63 - 1), INT64_EXTREMES, st.integers(-20, 20))
+
+
+def general_trunc_div(a: np.ndarray, b: int) -> np.ndarray:
+    """:func:`trunc_div`'s array path (fmod, then an exact floor division): the plain formula
+    the power-of-two shifts must reproduce."""
+    return trunc_div(a, np.full(a.shape, b, dtype=np.int64))
+
+
+@given(hnp.arrays(np.int64, st.integers(1, 40), elements=INT64_VALUES), st.integers(0, 62))
+def test_trunc_div_by_a_power_of_two_shifts_exactly(a, k):
+    from pocketnn.core.arith import trunc_div_scalar_
+
+    d = 1 << k
+    expected = [c_div(int(v), d) for v in a]
+    assert general_trunc_div(a, d).tolist() == expected
+    assert trunc_div(a, d).tolist() == expected
+    if k:  # -(2**63) / -1 is beyond int64 on either path
+        assert trunc_div(a, -d).tolist() == general_trunc_div(a, -d).tolist()
+    assert trunc_div_scalar_(a.copy(), d).tolist() == expected
+    narrow = np.clip(a, INT32_MIN, INT32_MAX).astype(np.int32)
+    if k < 32:  # d - 1 must fit the dtype
+        assert trunc_div_scalar_(narrow.copy(), d).tolist() == [c_div(int(v), d) for v in narrow]
+
+
+@given(hnp.arrays(np.int64, st.integers(1, 8), elements=INT64_VALUES), st.integers(0, 62))
+def test_trunc_div_by_a_power_of_two_keeps_layout_and_input(a, k):
+    x = np.resize(a, (2, 3, 4)).transpose(2, 0, 1)  # a permuted layout, as conv outputs
+    before = x.copy()
+    q = trunc_div(x, 1 << k)
+    assert np.array_equal(x, before)
+    assert np.array_equal(q, general_trunc_div(x, 1 << k))
+    assert q.strides == np.empty_like(x).strides
+    assert trunc_div(np.int64(-(2**63)), 2).shape == () and trunc_div(-7, 4) == -1
+
+
+@st.composite
+def few_divisors(draw):
+    """An error array and a divisor array whose entries come from a few values (the
+    gradient inverses of an activation), with int64 extremes and int32 edges."""
+    values = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from([1, 2, 4, 5, 8, 127, 2**30, INT32_MAX, 2**31, 2**62]),
+                st.integers(1, 2**63 - 1),
+            ),
+            min_size=1,
+            max_size=4,
+            unique=True,
+        )
+    )
+    n = draw(st.integers(1, 40))
+    dtype = draw(st.sampled_from([np.int64, np.int32, np.int16, np.int8]))
+    info = np.iinfo(dtype)
+    small = st.integers(max(info.min, -(2**31)), min(info.max, 2**31 - 1))
+    wide = st.integers(int(info.min), int(info.max))
+    a = draw(hnp.arrays(dtype, n, elements=draw(st.sampled_from([small, wide]))))
+    b = np.array(draw(st.lists(st.sampled_from(values), min_size=n, max_size=n)), dtype=np.int64)
+    b_dtype = np.int32 if max(values) <= INT32_MAX else np.int64
+    return a, b.astype(b_dtype), values
+
+
+@given(few_divisors(), st.booleans())
+def test_trunc_div_few_matches_trunc_div(case, listed):
+    from pocketnn.core.arith import trunc_div_few
+
+    a, b, values = case
+    expected = trunc_div(a, b)
+    assert expected.tolist() == [c_div(int(x), int(y)) for x, y in zip(a, b)]
+    # a divisor missing from the list falls back to the plain division, still exact
+    known = values if listed else values[1:]
+    before = a.copy()
+    got = trunc_div_few(a, b, known)
+    assert got.dtype == np.int64 and np.array_equal(got, expected)
+    assert np.array_equal(a, before)
+
+
+def test_trunc_div_few_refuses_zero_divisors_as_trunc_div_does():
+    from pocketnn.core.arith import trunc_div_few
+
+    with pytest.raises(ZeroDivisionError):
+        trunc_div_few(np.array([1, 2]), np.array([1, 0]), [1, 8])
+    with pytest.raises(ZeroDivisionError):
+        trunc_div_few(np.array([1, 2]), np.array([1, 0]), [0, 1])
+
+
+@given(
+    hnp.arrays(np.int64, st.integers(1, 40), elements=INT64_VALUES),
+    st.one_of(st.integers(1, 2**62), st.sampled_from([1, 3, 1000, 2**31 - 1, 2**63 - 1])),
+    st.integers(0, 2**32),
+    st.booleans(),
+)
+def test_stochastic_div_is_floor_plus_a_draw_below_the_remainder(a, d, seed, narrow):
+    """The plain formula with Python integers, over int64 (and int32) extremes."""
+    if narrow:
+        a, d = np.clip(a, INT32_MIN, INT32_MAX).astype(np.int32), min(d, INT32_MAX)
+    draws = np.random.default_rng(seed).integers(0, d, a.shape, dtype=a.dtype)
+    expected = [int(v) // d + (int(u) < int(v) % d) for v, u in zip(a, draws)]
+    out = a.copy()
+    assert stochastic_div_(out, d, draws) is out
+    assert out.tolist() == expected

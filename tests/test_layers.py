@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pocketnn import configure
+from pocketnn.core.arith import signed_dtype_for
 from pocketnn.nn.layers import (
     ActivationLayer,
     AvgPool2D,
@@ -137,14 +138,42 @@ def pool_case(draw):
     return size, a, delta
 
 
-@settings(max_examples=80, deadline=None)
-@given(case=pool_case())
+def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """``x`` with the same values in another memory layout: C order, channels last (a
+    convolution's output), or a strided slice of a larger array."""
+    if layout == "channels_last" and x.ndim == 4:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    if layout == "strided":
+        wide = np.zeros((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return x
+
+
+INT64_EDGES = st.sampled_from([-(2**63), -(2**63) + 1, -(2**31) - 1, 2**31, 2**63 - 1])
+
+
+@st.composite
+def pool_layout_case(draw):
+    size, a, delta = draw(pool_case())
+    wide = draw(st.booleans())
+    if wide:  # int64 extremes, ties included
+        edges = np.array([-(2**63), -1, 0, 2**63 - 1], dtype=np.int64)
+        a = edges[np.abs(a.astype(np.int64)) % 4]
+    layout = draw(st.sampled_from(["c", "channels_last", "strided"]))
+    return size, in_layout(a, layout), in_layout(delta, draw(st.sampled_from(["c", layout])))
+
+
+@settings(max_examples=120, deadline=None)
+@given(case=pool_layout_case())
 def test_max_pooling_matches_the_loop_reference(case):
+    """In every layout, int64 extremes and ties included (the first maximum wins)."""
     size, a, delta = case
     n, c, h, w = a.shape
     layer = MaxPool2D(c, h, w, size)
     y, cache = layer.forward(a)
     err = layer.backward(layer.delta(delta, cache), cache)
+    assert y.dtype == a.dtype and err.dtype == delta.dtype
     err_ref = np.zeros(a.shape, dtype=np.int64)
     for i in range(n):
         for ch in range(c):
@@ -161,6 +190,15 @@ def test_max_pooling_matches_the_loop_reference(case):
     assert np.array_equal(err, err_ref)
     assert np.array_equal(layer.infer(a), y)
     assert layer.gradient(delta, cache) == [] and layer.parameters() == {}
+
+
+def test_max_pooling_tells_apart_more_than_256_window_offsets():
+    a = np.zeros((1, 1, 17, 17), dtype=np.int8)
+    a[0, 0, 16, 15] = 5  # offset 16 * 17 + 15 = 287: beyond a byte
+    layer = MaxPool2D(1, 17, 17, 17)
+    y, cache = layer.forward(a)
+    err = layer.backward(np.array([[[[7]]]]), cache)
+    assert y.item() == 5 and err[0, 0, 16, 15] == 7 and err.sum() == 7
 
 
 @settings(max_examples=80, deadline=None)
@@ -228,3 +266,45 @@ def test_activation_layer_divides_the_error_by_g(values):
     error = np.full_like(z, 1000)
     expected = [c_div(1000, int(gi)) for gi in g[0]]
     assert layer.delta(error, g).tolist()[0] == expected
+
+
+@st.composite
+def activation_case(draw):
+    from pocketnn.nn.activations import ACTIVATIONS
+
+    name = draw(st.sampled_from(sorted(n for n, a in ACTIVATIONS.items() if a.elementwise)))
+    shape = draw(st.sampled_from([(1, 7), (2, 5), (2, 3, 2, 4)]))
+    dtype = draw(st.sampled_from([np.int64, np.int32, np.int16, np.int8, np.uint8]))
+    info = np.iinfo(dtype)
+    near = st.integers(max(int(info.min), -1500), min(int(info.max), 1500))
+    values = st.one_of(near, st.integers(int(info.min), int(info.max)))
+    if dtype == np.int64:
+        values = st.one_of(values, INT64_EDGES)
+    size = int(np.prod(shape))
+    z = np.array(draw(st.lists(values, min_size=size, max_size=size)), dtype=dtype)
+    error = draw(st.lists(st.one_of(st.integers(-(2**15), 2**15), INT64_EDGES), min_size=size))
+    error = np.array(error[:size], dtype=np.int64).reshape(shape)
+    layout = draw(st.sampled_from(["c", "channels_last", "strided"]))
+    fan_in = draw(st.sampled_from([1, 9, 144, 1568]))
+    return name, in_layout(z.reshape(shape), layout), in_layout(error, layout), fan_in
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=activation_case())
+def test_activation_layer_is_its_function_for_every_int64_and_layout(case):
+    """The table lookup and the few-divisor delta against the plain function and
+    ``trunc_div``, over the whole int64 range, every input dtype and layout."""
+    from pocketnn.core.arith import trunc_div
+
+    name, z, error, fan_in = case
+    layer = ActivationLayer(z.shape[1:], name, fan_in=fan_in)
+    y_ref, g_ref = layer.function(z, fan_in)
+    y, g = layer.forward(z)
+    assert y.dtype == layer.infer(z).dtype == signed_dtype_for(layer.function.out_bound)
+    assert np.array_equal(y, y_ref.astype(y.dtype)) and np.array_equal(g, g_ref)
+    assert np.array_equal(layer.infer(z), y)
+    assert np.array_equal(layer.delta(error, g), trunc_div(error, g_ref))
+    if z.ndim == 4 and z.flags.c_contiguous is False and z.transpose(0, 2, 3, 1).flags.c_contiguous:
+        # a convolution's channels-last output stays channels-last: its rows are free
+        assert y.transpose(0, 2, 3, 1).flags.c_contiguous
+        assert layer.delta(error, g).transpose(0, 2, 3, 1).flags.c_contiguous

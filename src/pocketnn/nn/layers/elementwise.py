@@ -15,10 +15,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...core.arith import clamp, extremes, signed_dtype_for, trunc_div
+from ...core.arith import clamp, extremes, signed_dtype_for, trunc_div, trunc_div_few
 from ..activations import Activation as ActivationFunction
-from ..activations import get_activation
+from ..activations import Table, get_activation
 from .base import LayerConfig
+from .layout import flat_view
 from .shape_layers import Parameterless
 
 K_BIT = 8
@@ -122,7 +123,13 @@ class ActivationConfig(LayerConfig):
 
 class ActivationLayer(ShapePreserving):
     """An element-wise activation as a layer of its own: ``(y, g) = f(z, fan_in)``; the delta
-    is ``error / g`` (truncating), passed unchanged to the layer below."""
+    is ``error / g`` (truncating), passed unchanged to the layer below.
+
+    A tabulated activation (every one the CNN presets use) runs from its table: one clip
+    and two lookups in memory order, ``g`` in the smallest dtype holding the table's
+    values, and the delta divides by those few values only (:func:`trunc_div_few`). The
+    table is flat outside its range, so the bits are the function's for every int64 ``z``.
+    """
 
     type_name: ClassVar[str] = "Activation"
 
@@ -140,20 +147,54 @@ class ActivationLayer(ShapePreserving):
         self.function = function
         self._cfg = ActivationConfig(name, _shape_check(name, shape), activation, int(fan_in))
         self._dtype = signed_dtype_for(function.out_bound)
+        table = function.table
+        self._lookup = None if table is None else TableLookup(table, fan_in, self._dtype)
 
     @property
     def activation_name(self) -> str:
         return self.function.name
 
     def forward(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._lookup is not None:
+            return self._lookup(a)
         y, g = self.function(a, self._cfg.fan_in)
         return y.astype(self._dtype), g
 
     def infer(self, a: np.ndarray) -> np.ndarray:
+        if self._lookup is not None:
+            return self._lookup(a, with_g=False)[0]
         return self.function(a, self._cfg.fan_in)[0].astype(self._dtype)
 
     def delta(self, error: np.ndarray, cache: np.ndarray) -> np.ndarray:
+        if self._lookup is not None:
+            return trunc_div_few(error, cache, self._lookup.g_values)
         return trunc_div(error, cache)
 
     def backward(self, delta, cache, params=None) -> np.ndarray:
         return delta
+
+
+class TableLookup:
+    """A tabulated activation applied as ``y[clip(z / divisor) - low]`` and
+    ``g[clip(z / divisor) - low]`` (:class:`~pocketnn.nn.activations.Table`), element by
+    element in memory order, so the outputs keep the input's layout; ``y`` in
+    ``y_dtype`` (cast as the function's output would be), ``g`` in the smallest dtype
+    holding the table's gradient inverses."""
+
+    def __init__(self, table: Table, fan_in: int, y_dtype: np.dtype) -> None:
+        self.low, self.high = table.low, table.high
+        self.divisor = int(table.divisor(int(fan_in)))
+        self.y = table.y.astype(y_dtype)
+        self.g = table.g.astype(signed_dtype_for(int(np.abs(table.g).max())))
+        self.g_values = tuple(sorted(set(table.g.tolist())))
+
+    def __call__(self, z: np.ndarray, with_g: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        flat, restore = flat_view(np.asarray(z))
+        if self.divisor == 1:
+            x = flat.astype(np.int64, copy=False)
+        else:
+            x = trunc_div(flat, self.divisor)
+        index = np.clip(x, self.low, self.high)
+        index -= self.low
+        y = restore(self.y.take(index))
+        return y, restore(self.g.take(index)) if with_g else None

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...core.arith import trunc_div
 from .base import Gradient, LayerConfig
+from .layout import empty_in_layout
 
 
 class Parameterless:
@@ -113,24 +114,53 @@ class _Pool(ImageInput):
 
 
 class MaxPool2D(_Pool):
-    """The maximum of each window; the error goes back to the first maximum of its window."""
+    """The maximum of each window; the error goes back to the first maximum of its window.
+
+    Window offset ``(ky, kx)`` of every window at once is one strided view of the input,
+    so both passes are a few element-wise operations on views (no window copies), and the
+    outputs keep the input's memory layout (:mod:`.layout`).
+    """
 
     type_name: ClassVar[str] = "MaxPool2D"
 
+    def _offsets(self, a: np.ndarray) -> list[np.ndarray]:
+        """For each offset ``i = ky * size + kx`` (row-major in the window), the view
+        ``(N, C, Ho, Wo)`` of the window entries at that offset."""
+        k = self._cfg.size
+        ho, wo = self.output_shape[1:]
+        return [a[:, :, ky : ho * k : k, kx : wo * k : k] for ky in range(k) for kx in range(k)]
+
     def forward(self, a: np.ndarray) -> tuple[np.ndarray, PoolCache]:
-        windows = self._windows(a)
-        where = windows.argmax(axis=-1)  # the first maximum: deterministic on ties
-        y = np.take_along_axis(windows, where[..., None], axis=-1)[..., 0]
-        return y, PoolCache(where.astype(np.uint8), a.shape[0])
+        offsets = self._offsets(a)
+        y = self._maximum(offsets)
+        # the first maximum (deterministic on ties): the number of offsets before it,
+        # counted while every offset so far is below the maximum
+        where = np.zeros_like(y, dtype=np.min_scalar_type(len(offsets) - 1))
+        below = np.not_equal(offsets[0], y)
+        for view in offsets[1:]:
+            where += below
+            below &= np.not_equal(view, y)
+        return y, PoolCache(where, a.shape[0])
+
+    @staticmethod
+    def _maximum(offsets: list[np.ndarray]) -> np.ndarray:
+        y = offsets[0].copy(order="K")
+        for view in offsets[1:]:
+            np.maximum(y, view, out=y)
+        return y
 
     def infer(self, a: np.ndarray) -> np.ndarray:
-        return self._windows(a).max(axis=-1)
+        return self._maximum(self._offsets(a))
 
     def backward(self, delta, cache: PoolCache, params=None) -> np.ndarray:
-        k2 = self._cfg.size**2
-        spread = np.zeros((*delta.shape, k2), dtype=delta.dtype)
-        np.put_along_axis(spread, cache.where[..., None].astype(np.intp), delta[..., None], -1)
-        return self._unwindow(spread)
+        c, where = self._cfg, cache.where
+        full = empty_in_layout(where, (*delta.shape[:2], c.height, c.width), delta.dtype)
+        ho, wo = delta.shape[2:]
+        full[:, :, ho * c.size :] = 0  # a dropped border gets no error
+        full[:, :, :, wo * c.size :] = 0
+        for i, view in enumerate(self._offsets(full)):
+            np.multiply(delta, where == i, out=view)
+        return full
 
 
 class AvgPool2D(_Pool):
