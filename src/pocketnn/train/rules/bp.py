@@ -36,10 +36,12 @@ class Backprop(LearningRule):
 
     def backward(self, state: StepState, update: UpdateFn) -> None:
         layers, caches = state.model.layers, state.caches
+        # below the first trainable layer (e.g. an input Scale) no error is needed
+        first = next((i for i, layer in enumerate(layers) if layer.parameters()), len(layers))
         delta = layers[-1].delta(state.error, caches[-1])
-        for i in range(len(layers) - 1, -1, -1):
+        for i in range(len(layers) - 1, first - 1, -1):
             new = update(layers[i], caches[i], delta) if layers[i].parameters() else None
-            if i:
+            if i > first:
                 params = new if self.updated_weights else None
                 err = layers[i].backward(delta, caches[i], params)
                 delta = layers[i - 1].delta(err, caches[i - 1])
