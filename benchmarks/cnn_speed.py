@@ -82,20 +82,34 @@ class PocketnnRun:
         self.warm_up()
 
     def fresh_trainer(self):
-        arch = importlib.import_module(f"{self.pkg.__name__}.nn.architecture")
-        seeding = importlib.import_module(f"{self.pkg.__name__}.train.seeding")
-        model = arch.build(RECIPE["arch"], IMAGE_SHAPE, activation=RECIPE["activation"])
-        seeding.spread_init(model, 0)
-        arch.calibrate(model, self.x[:256])
+        """The preset's network and optimizer, as ``pocketnn train --preset cnn`` builds
+        them (fixed-point layers, momentum with a step falling over a 10-epoch run)."""
+        name = self.pkg.__name__
+        arch = importlib.import_module(f"{name}.nn.architecture")
+        seeding = importlib.import_module(f"{name}.train.seeding")
+        momentum = importlib.import_module(f"{name}.train.momentum")
+        bp = importlib.import_module(f"{name}.train.rules.bp")
+        model = arch.build(
+            RECIPE["arch"],
+            IMAGE_SHAPE,
+            activation=RECIPE["activation"],
+            frac_bits=RECIPE["frac_bits"],
+        )
+        seeding.fixed_point_init(model, 0)
+        optimizer = momentum.MomentumSGD(
+            momentum=RECIPE["momentum"],
+            total_steps=RECIPE["epochs"] * math.ceil(EPOCH_IMAGES / RECIPE["batch_size"]),
+            lr_inv=RECIPE["lr_inv"],
+            lr_double_every=RECIPE["lr_double_every"],
+            rounding=RECIPE["rounding"],
+            seed=0,
+        )
         return self.pkg.Trainer(
             model,
-            rule=RECIPE["algorithm"],
-            lr_inv=RECIPE["lr_inv"],
+            rule=bp.Backprop(updated_weights=RECIPE["bp_weights"] == "updated"),
+            optimizer=optimizer,
             batch_size=RECIPE["batch_size"],
-            lr_double_every=RECIPE["lr_double_every"],
-            grad_bits=RECIPE["grad_bits"],
-            rounding=RECIPE["rounding"],
-            target_value=RECIPE["target_value"],
+            loss=RECIPE["loss"],
             seed=0,
         )
 
