@@ -148,6 +148,8 @@ def product_cases():
         (delta * 8, w.T),  # deltas of 2**17: int64 lanes
         (rng.integers(-(2**31) + 1, 2**31, (13, 9)), rng.integers(-3, 4, (9, 45))),  # int64 lanes
         (cols[::3, ::2], w[::2, 1::3]),  # strided views
+        (cols[:, :0], w[:0]),  # no terms: zeros
+        (cols[:0], w),  # no rows
     ]
 
 

@@ -8,7 +8,9 @@ int32 lanes summing chunks of at most ``INT32_MAX // (max|a| * max|b|)`` terms w
 chunks are not too thin, int64 lanes otherwise; operands within int16 go two terms per
 32-bit lane (``vpdpwssd``/``pmaddwd``). Operands are read in their own dtype and memory
 layout (``cols.T``, ``W.T``) and narrowed while they are packed, which the magnitudes
-prove exact.
+prove exact. Large products are split by rows over the context's threads
+(``configure(threads=N)``); every element is computed by the same instructions whatever
+the split, so the bits never depend on it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ WORK_SLOT = 16
 the BLAS engine's buffers use slots 0-3)."""
 
 
-def lanes(a_dtype: np.dtype, b_dtype: np.dtype, peak_a: int, peak_b: int, k: int):
+def lanes(
+    a_dtype: np.dtype, b_dtype: np.dtype, peak_a: int, peak_b: int, k: int
+) -> tuple[int, int] | None:
     """``(lane kind, span)`` for operands of these dtypes and magnitudes with ``k`` shared
     terms, or None for values beyond int32 (the reference product runs them).
 
@@ -64,7 +68,12 @@ def _element_strides(x: np.ndarray) -> tuple[int, int] | None:
 def product(a: np.ndarray, b: np.ndarray, peak_a: int, peak_b: int) -> np.ndarray | None:
     """``a @ b`` as int64 for 2-D integer ``a`` (n, k) and ``b`` (k, m) with
     ``|a| <= peak_a`` and ``|b| <= peak_b``; None for dtypes or values ``matmul.c`` does not
-    take. The caller has checked that ``peak_a * peak_b * k`` fits int64."""
+    take (the reference product then runs them, or raises numpy's error for shapes that do
+    not match). The caller has checked that ``peak_a * peak_b * k`` fits int64."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        return None
+    if not (a.flags.aligned and b.flags.aligned):
+        return None  # C reads whole elements at their own alignment
     code_a, code_b = CODES.get(a.dtype), CODES.get(b.dtype)
     stride_a, stride_b = _element_strides(a), _element_strides(b)
     kind = lanes(a.dtype, b.dtype, peak_a, peak_b, a.shape[1])

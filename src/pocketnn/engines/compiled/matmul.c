@@ -195,7 +195,6 @@ typedef struct {
 static inline __m512i load32(const operand *s, int64_t from, int64_t count)
 {
     const __mmask32 mask = count >= 32 ? 0xFFFFFFFFu : (__mmask32)((1ull << count) - 1);
-    const void *p;
     switch (s->code) {
     case CODE_U8:
         return _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, (const uint8_t *)s->p + from));
@@ -204,19 +203,22 @@ static inline __m512i load32(const operand *s, int64_t from, int64_t count)
     case CODE_U16:
     case CODE_I16:
         return _mm512_maskz_loadu_epi16(mask, (const int16_t *)s->p + from);
-    case CODE_I32:
-        p = (const int32_t *)s->p + from;
+    case CODE_I32: { /* (the parts past count are not read: short runs are common) */
+        const int32_t *v = (const int32_t *)s->p + from;
+        const __m256i lo = _mm512_cvtepi32_epi16(_mm512_maskz_loadu_epi32((__mmask16)mask, v));
+        if (count <= 16) return _mm512_castsi256_si512(lo);
         return _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_maskz_loadu_epi32((__mmask16)mask, p))),
-            _mm512_cvtepi32_epi16(_mm512_maskz_loadu_epi32((__mmask16)(mask >> 16), (const int32_t *)p + 16)), 1);
+            _mm512_castsi256_si512(lo),
+            _mm512_cvtepi32_epi16(_mm512_maskz_loadu_epi32((__mmask16)(mask >> 16), v + 16)), 1);
+    }
     default: {
         const int64_t *v = (const int64_t *)s->p + from;
-        const __m128i q0 = _mm512_cvtepi64_epi16(_mm512_maskz_loadu_epi64((__mmask8)mask, v));
-        const __m128i q1 = _mm512_cvtepi64_epi16(_mm512_maskz_loadu_epi64((__mmask8)(mask >> 8), v + 8));
-        const __m128i q2 = _mm512_cvtepi64_epi16(_mm512_maskz_loadu_epi64((__mmask8)(mask >> 16), v + 16));
-        const __m128i q3 = _mm512_cvtepi64_epi16(_mm512_maskz_loadu_epi64((__mmask8)(mask >> 24), v + 24));
-        const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-        const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(q2), q3, 1);
+        __m128i q[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(),
+                        _mm_setzero_si128()};
+        for (int h = 0; h < 4 && 8 * h < count; h++)
+            q[h] = _mm512_cvtepi64_epi16(_mm512_maskz_loadu_epi64((__mmask8)(mask >> (8 * h)), v + 8 * h));
+        const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(q[0]), q[1], 1);
+        const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(q[2]), q[3], 1);
         return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
     }
     }
