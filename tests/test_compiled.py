@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -32,6 +33,9 @@ VARIANTS = [
     ("sse2", ("-march=x86-64",)),
 ]
 """Other x86 builds of the kernels: each takes other code paths than this machine's."""
+PORTABLE = ("portable", ("-march=x86-64", "-mno-sse2"))
+"""A build without x86 vector instructions: the matrix product's portable C (the vector
+extension code that other processors, e.g. ARM, compile)."""
 FLOAT_MNEMONIC = re.compile(
     r"^(?:v?(?:add|sub|mul|div|min|max|sqrt|rcp14|rsqrt14|rcp|rsqrt|round|rndscale|cmp|comi|ucomi"
     r"|hadd|hsub|dp|dpbf16|getexp|getmant|scalef|range|reduce|fixupimm|fpclass)"
@@ -97,7 +101,7 @@ def test_the_kernels_contain_no_floating_point_instruction(tmp_path):
     )
     assert float_instructions(tmp_path / "f.so")  # the checker is not blind
     libraries = [build.build()]
-    for name, flags in VARIANTS:
+    for name, flags in [*VARIANTS, PORTABLE]:
         variant(tmp_path, name, flags)
         libraries.append(tmp_path / f"{name}.so")
     for lib in libraries:
@@ -123,6 +127,83 @@ def test_every_vector_path_gives_the_same_bits(mnist, tmp_path, monkeypatch, fla
         ]
     for a, b in zip(runs["native"], runs["variant"]):
         assert_same(a, b)
+
+
+def product_cases():
+    """Operands of the exact product as training makes them (convolution and dense shapes,
+    8/16-bit activations and columns, int16 weights, int64 deltas, in their own layouts:
+    cols.T and W.T are transposed views), each lane kind, odd shared sizes, more terms than
+    one C chunk, edges of the row blocks and panels, strided and reversed views."""
+    rng = np.random.default_rng(5)
+    cols = rng.integers(-128, 128, (301, 27)).astype(np.int8)
+    pixels = rng.integers(0, 256, (37, 1100)).astype(np.uint8)
+    w = rng.integers(-32767, 32768, (27, 33)).astype(np.int16)
+    delta = rng.integers(-(2**14), 2**14, (301, 33))
+    return [
+        (cols, w),  # int16 pairs, one chunk
+        (cols.T, delta),  # int64 deltas narrowed to int16, cols.T read in place
+        (delta, w.T),  # pairs, W.T read in place
+        (pixels, rng.integers(-32767, 32768, (1100, 70)).astype(np.int16)),  # 257-term chunks
+        (cols, (w.astype(np.int64) * 5)[:, ::-1]),  # values past int16: int32 lanes
+        (delta * 8, w.T),  # deltas of 2**17: int64 lanes
+        (rng.integers(-(2**31) + 1, 2**31, (13, 9)), rng.integers(-3, 4, (9, 45))),  # int64 lanes
+        (cols[::3, ::2], w[::2, 1::3]),  # strided views
+        (cols[:, :0], w[:0]),  # no terms: zeros
+        (cols[:0], w),  # no rows
+    ]
+
+
+@pytest.mark.skipif(not X86, reason="x86 vector units")
+@pytest.mark.parametrize(
+    "flags", [f for _, f in VARIANTS] + [PORTABLE[1]], ids=[n for n, _ in VARIANTS] + ["portable"]
+)
+def test_every_vector_build_multiplies_exactly(tmp_path, monkeypatch, flags):
+    """The exact product built for other vector units (AVX-512 without VNNI: vpmaddwd;
+    AVX2; SSE2; no vector instructions at all) gives numpy's int64 product, through every
+    lane kind."""
+    from pocketnn.core.products import exact_matmul
+    from pocketnn.engines.compiled import gemm
+
+    lib = variant(tmp_path, "v", flags)
+    monkeypatch.setattr(gemm, "library", lambda: lib)
+    kinds, real = set(), lib.pnn_matmul
+    monkeypatch.setattr(lib, "pnn_matmul", lambda *args: kinds.add(args[11]) or real(*args))
+    for a, b in product_cases():
+        with configure(engine="compiled"):
+            got, _ = exact_matmul(a, b)
+        assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+    assert kinds == {gemm.PAIRS, gemm.WORDS, gemm.WIDE}
+
+
+def test_a_product_gives_the_same_bits_on_any_thread_count():
+    """Split over threads by row blocks (products of at least 2**22 terms), or called from
+    several threads at once, each with its own work buffer: the same integers."""
+    from pocketnn.core.products import exact_matmul
+
+    rng = np.random.default_rng(6)
+    cols = rng.integers(-128, 128, (1500, 144)).astype(np.int8)
+    delta = rng.integers(-(2**17), 2**17, (1500, 32))
+    w = rng.integers(-3000, 3000, (144, 32)).astype(np.int16)
+    pairs = [(cols, w), (cols.T, delta), (delta, w.T), (cols.T, delta // 16)]
+    want = [a.astype(np.int64) @ b.astype(np.int64) for a, b in pairs]
+    for threads in (1, 2, 3, 8):
+        with configure(engine="compiled", threads=threads):
+            assert all(np.array_equal(exact_matmul(a, b)[0], z) for (a, b), z in zip(pairs, want))
+    results, barrier = {}, threading.Barrier(6)
+
+    def job(i):
+        barrier.wait()
+        with configure(engine="compiled", threads=1 + i % 3):
+            results[i] = [exact_matmul(*pairs[(i + j) % 4])[0] for j in range(8)]
+
+    pool = [threading.Thread(target=job, args=(i,)) for i in range(6)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    for i, got in results.items():
+        assert all(np.array_equal(g, want[(i + j) % 4]) for j, g in enumerate(got))
+    assert len(results) == 6
 
 
 def test_any_thread_count_gives_the_same_bits(mnist):

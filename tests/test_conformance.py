@@ -11,12 +11,13 @@ threads. The generated C is held to the same bits by ``test_export_c.py``.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import threading
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -183,6 +184,157 @@ def test_the_int_engine_uses_no_floating_point(monkeypatch):
     with configure(engine="int"):
         got, _ = exact_matmul(a, a.T.astype(np.int16))
     assert np.array_equal(got, a.astype(np.int64) @ a.T.astype(np.int64))
+
+
+# ------------------------------------------------------- the compiled engine's C product
+
+INT32_MAX = 2**31 - 1
+
+
+class ProductSpy:
+    """The compiled kernels, recording the lanes and span of every ``pnn_matmul`` call."""
+
+    def __init__(self, lib) -> None:
+        self.lib, self.calls = lib, []
+
+    def pnn_matmul_work(self, *args):
+        return self.lib.pnn_matmul_work(*args)
+
+    def pnn_matmul(self, *args):
+        self.calls.append(args[11:13])
+        return self.lib.pnn_matmul(*args)
+
+
+def documented_lanes(peak_a: int, peak_b: int, k: int) -> str:
+    """The compiled product's choice as its docstring states it (engines/compiled/gemm.py):
+    int32 lanes over chunks of ``INT32_MAX // (|a| |b|)`` terms unless thinner than
+    ``min(k, 64)``, two int16 terms a lane where both operands fit int16; int64 lanes
+    otherwise; the reference product for values beyond int32."""
+    if max(peak_a, peak_b) > INT32_MAX:
+        return "reference"
+    unit = peak_a * peak_b
+    span = INT32_MAX // unit if unit else k
+    if span < min(k, 64):
+        return "int64"
+    return "int16 pairs" if max(peak_a, peak_b) <= 2**15 - 1 else "int32"
+
+
+LANE_NAMES = {0: "int16 pairs", 1: "int32", 2: "int64"}  # gemm.PAIRS, WORDS, WIDE
+
+
+@st.composite
+def lane_switches(draw):
+    """Operands whose magnitudes put the compiled product just on either side of one of its
+    switches: int16 pairs or int32 values (32767 or 32768), int32 or int64 lanes (a span of
+    ``min(k, 64)`` or one less), one int32 chunk or several (a span of k - 1, k or k + 1,
+    and k around the C's 1024-term chunks), values beyond int32. Row 0 of ``a`` and column
+    0 of ``b`` are at the extremes, so ``out[0, 0]`` is the whole bound (past int32 where
+    the chunks must split it); in C order, Fortran order, strided or reversed."""
+    switch = draw(st.sampled_from(["pairs", "lanes", "chunks", "beyond"]))
+    k = draw(st.integers(1, 130) | st.integers(1000, 1100))
+    n, m = draw(st.integers(1, 30)), draw(st.integers(1, 70))
+    if switch == "pairs":
+        peak_a, peak_b = draw(st.integers(1, 60)), draw(st.sampled_from([2**15 - 1, 2**15]))
+    elif switch == "beyond":
+        peak_a, peak_b = draw(st.integers(2**31 - 1, 2**40)), draw(st.integers(1, 100))
+    else:
+        if switch == "lanes":
+            span = min(k, 64) - draw(st.integers(0, 1))
+        else:  # past 64 terms, so that int32 lanes stay and the chunks decide
+            k = draw(st.integers(65, 130) | st.integers(1000, 1100))
+            span = k + draw(st.integers(-1, 1))
+        unit = INT32_MAX // span if span else 2**32
+        peak_a = draw(st.integers(1, math.isqrt(unit)))
+        peak_b = unit // peak_a
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+    def values(shape, peak):
+        x = rng.integers(-peak, peak + 1, shape, dtype=np.int64)
+        x[rng.random(shape) < 0.3] = peak
+        return x
+
+    a, b = values((n, k), peak_a), values((k, m), peak_b)
+    a[0], b[:, 0] = peak_a, -peak_b
+    a[0, 0] -= peak_a > 1  # odd sums, which a rounding float would not keep
+    a = a.astype(draw(st.sampled_from([np.int32, np.int64])) if peak_a <= INT32_MAX else np.int64)
+    b = b.astype(draw(st.sampled_from([np.int32, np.int64])))
+    layout = draw(st.sampled_from(["C", "F", "strided", "reversed"]))
+    if layout == "F":
+        a, b = np.asfortranarray(a), np.asfortranarray(b)
+    elif layout == "strided":
+        a, b = np.repeat(a, 2, axis=1)[:, ::2], np.repeat(b, 2, axis=0)[::2]
+    elif layout == "reversed":
+        a, b = a[::-1, ::-1], b[::-1]
+    return switch, a, b
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=lane_switches())
+@pytest.mark.gcc
+def test_the_compiled_product_on_both_sides_of_each_switch(case):
+    """The C product (not the reference one) runs with the lanes its bound allows, and its
+    integers are exact on both sides of every switch and in every layout."""
+    from pocketnn.core import products
+    from pocketnn.engines.compiled import gemm
+
+    switch, a, b = case
+    peak_a, peak_b = magnitude(a), magnitude(b)
+    want = documented_lanes(peak_a, peak_b, a.shape[1])
+    chunks = -(-a.shape[1] * peak_a * peak_b // INT32_MAX)
+    event(f"{switch}: {want}" + (", several int32 chunks" if chunks > 1 else ""))
+    spy = ProductSpy(gemm.library())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gemm, "library", lambda: spy)
+        if want != "reference":  # the C product must not hand the work back
+            patch.setattr(products, "int_product", None)
+        with configure(engine="compiled"):
+            got, bound = exact_matmul(a, b)
+    assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))  # exact: bound < 2**63
+    assert [LANE_NAMES[lanes] for lanes, _ in spy.calls] == ([] if want == "reference" else [want])
+    if want in ("int16 pairs", "int32"):  # every chunk's sum fits an int32 lane
+        assert spy.calls[0][1] * peak_a * peak_b <= INT32_MAX
+    assert switch != "chunks" or bound > INT32_MAX or a.shape[1] <= spy.calls[0][1]
+
+
+@pytest.mark.gcc
+@pytest.mark.parametrize(
+    "a_dtype, a_peak, b_dtype, b_peak, k, lanes",
+    [
+        (np.int8, 128, np.int64, 2**15 - 1, 200, "int16 pairs"),  # int64 deltas narrowed
+        (np.int8, 128, np.int64, 2**15, 200, "int32"),  # -32768 in int64: not narrowed
+        (np.uint8, 255, np.int16, 32767, 258, "int16 pairs"),  # 257-term chunks: 256 paired
+        (np.int16, 2**15, np.int16, 2**15, 2, "int64"),  # 2**31: past one int32 lane
+        (np.int8, 128, np.uint16, 2**15 - 1, 70, "int16 pairs"),  # uint16 narrowed by value
+        (np.int8, 128, np.uint16, 2**16 - 1, 70, "int32"),
+        (np.int64, 2**17, np.int16, 2**15 - 1, 32, "int64"),  # wide deltas into int64 lanes
+        (np.int64, 2**31, np.int8, 1, 5, "reference"),  # values beyond int32
+    ],
+)
+def test_the_compiled_product_lanes_for_the_dtypes_seen_in_training(
+    a_dtype, a_peak, b_dtype, b_peak, k, lanes, monkeypatch
+):
+    """Dtype or measured magnitude decides, as exact_matmul bounds the operands: 8/16-bit
+    dtypes by their range, wider ones (and 16-bit arrays no larger than the other
+    operand) by their values."""
+    from pocketnn.engines.compiled import gemm
+
+    rng = np.random.default_rng(k)
+
+    def values(shape, dtype, peak):
+        low = -peak if np.iinfo(dtype).min < 0 else 0
+        x = rng.integers(low, peak, shape, endpoint=True)
+        x.flat[:: shape[1] + 1] = low or peak  # the peak, in the dtype's range
+        return x.clip(np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+
+    a, b = values((40, k), a_dtype, a_peak), values((k, 3), b_dtype, b_peak)
+    spy = ProductSpy(gemm.library())
+    monkeypatch.setattr(gemm, "library", lambda: spy)
+    with configure(engine="compiled"):
+        got, _ = exact_matmul(a, b)
+    assert np.array_equal(got.astype(object), oracle(a, b))
+    assert [LANE_NAMES[lanes] for lanes, _ in spy.calls] == (
+        [] if lanes == "reference" else [lanes]
+    )
 
 
 # --------------------------------------------------------------------------- one update

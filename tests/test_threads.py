@@ -22,7 +22,7 @@ import pytest
 
 import pocketnn
 from pocketnn import Dense, Trainer, build_mlp, configure, load, load_checkpoint, save
-from pocketnn.core.products import matmul
+from pocketnn.core.products import exact_matmul, matmul
 from pocketnn.datasets import read_idx
 from pocketnn.export import generate_c
 from pocketnn.io.limits import input_limit, max_input
@@ -173,6 +173,19 @@ def make_jobs(engine: str, data, trained, tmp_path):
             ]
 
     jobs += [lambda s=s: layer_calls(s) for s in (7, 8)]
+
+    def products(seed):
+        """Convolution-shaped exact products, in every lane width of the compiled engine's
+        product (int16 pairs, int32, int64), split over 1-3 threads by the engine."""
+        rng = np.random.default_rng(seed)
+        cols = rng.integers(-128, 128, (700, 90)).astype(np.int8)
+        w = rng.integers(-3000, 3000, (90, 70)).astype(np.int16)
+        delta = rng.integers(-(2**17), 2**17, (700, 70))
+        pairs = [(cols, w), (cols.T, delta), (delta, w.T), (cols.T, delta // 8)]
+        with configure(engine=engine, threads=1 + seed % 3):
+            return [exact_matmul(a, b) for a, b in pairs]
+
+    jobs += [lambda s=s: products(s) for s in (9, 10)]
 
     def files(i):
         model, feedback = trained[i]

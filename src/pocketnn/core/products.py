@@ -31,20 +31,31 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, where: str = "matmul") -> tuple[n
 
     The bound ``max|a| * max|b| * k`` caps every partial sum, so below 2**53 the BLAS path
     is exact in any summation order (float64, or float32 slices where a tighter bound of one
-    product allows: :func:`~pocketnn.engines.blas.blas_product`); above it the integer path
-    is used, and above 2**63 the product is refused rather than risk a wrapped accumulator.
+    product allows: :func:`~pocketnn.engines.blas.blas_product`); above it, and on the
+    integer-only engines, an integer path is used (the ``compiled`` engine's C product,
+    :func:`~pocketnn.engines.compiled.gemm.product`, with int32 or int64 lanes as the bound
+    allows; else :func:`~pocketnn.engines.reference.int_product`), and above 2**63 the
+    product is refused rather than risk a wrapped accumulator.
     """
     if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
         raise TypeError(f"{where}: expected integer arrays, got {a.dtype} and {b.dtype}")
     bound_a, bound_b = magnitude(a), magnitude(b)
     unit = bound_a * bound_b
     bound = unit * a.shape[-1]
-    if current().engine not in INTEGER_ONLY_ENGINES and bound < FLOAT64_EXACT:
+    engine = current().engine
+    if engine not in INTEGER_ONLY_ENGINES and bound < FLOAT64_EXACT:
         return blas_product(a, b, _peak(a, bound_a, b) * _peak(b, bound_b, a)), bound
     if bound > INT64_MAX:
         raise IntegerOverflowError(
             f"{where}: |a| * |b| * k = {bound} could overflow int64 accumulators"
         )
+    if engine == "compiled":
+        # imported here: the engine's package imports the layers, which import this module
+        from ..engines.compiled.gemm import product
+
+        out = product(a, b, _peak(a, bound_a, b), _peak(b, bound_b, a))
+        if out is not None:
+            return out, bound
     return int_product(a, b, unit), bound
 
 

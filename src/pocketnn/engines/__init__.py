@@ -10,7 +10,8 @@
 ``"fused"`` (:mod:`.fused`, needs numba)
     ``"blas"`` products, plus a whole DFA training step in compiled integer kernels.
 ``"compiled"`` (:mod:`.compiled`, needs a C compiler once)
-    whole DFA epochs and test passes in integer-only C; ``"int"`` products elsewhere.
+    whole DFA epochs and test passes in integer-only C; every other product in its
+    integer-only C matrix product (int32 or int64 vector lanes, as the bound allows).
 
 Which engine runs is part of the run context (:func:`pocketnn.core.context.configure`).
 Every engine is checked against the others bit for bit by one conformance suite

@@ -18,8 +18,11 @@ pass is split by rows. Every value is computed by the same instructions whatever
 thread count, so the bits never depend on it.
 
 What the kernels do not cover (other rules, layers or activations, weight decay, other
-input dtypes, bounds beyond int64) runs the layered step with integer products, with the
-same bits. The conformance suite (``tests/test_conformance.py``) holds the engine to the
+input dtypes, bounds beyond int64) runs the layered step, with the same bits; its every
+exact product (convolutions, backprop, dense layers) runs in this library too
+(``matmul.c`` through :mod:`.gemm`): int16 pairs in int32 lanes, or int32 values in int32 or
+int64 lanes, as the bound of each product allows, cache-blocked, split over the context's
+threads. The conformance suite (``tests/test_conformance.py``) holds the engine to the
 reference engine's bits.
 """
 

@@ -1,9 +1,10 @@
 """Build the ``compiled`` engine's kernels once, cache them, load them with ctypes.
 
-The C source (``kernels.c``, shipped with the package) is compiled with the host's C
-compiler into a shared library in the kernel cache (``$POCKETNN_KERNELS``, else
+The C sources (``kernels.c``: training and test passes; ``matmul.c``: the exact matrix
+product; shipped with the package) are compiled with the host's C compiler into one shared
+library in the kernel cache (``$POCKETNN_KERNELS``, else
 ``$XDG_CACHE_HOME/pocketnn/kernels``, else ``~/.cache/pocketnn/kernels``), named by a hash
-of the source, the flags and the CPU, so a changed source or another CPU builds anew and
+of the sources, the flags and the CPU, so a changed source or another CPU builds anew and
 an unchanged one loads in milliseconds. ``scripts/setup.sh`` builds it
 (``python -m pocketnn.engines.compiled``), so the first epoch after setup compiles nothing.
 The library is loaded with :mod:`ctypes`: no Python headers are needed, and calls release
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from ...core.context import COMPILED_HINT, c_compiler
 
-SOURCE = Path(__file__).with_name("kernels.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernels.c", "matmul.c"))
 ABI = 1
 """The layout of the structures ``kernels.c`` takes; its ``pnn_abi()`` must return it."""
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-pthread")
@@ -56,8 +57,11 @@ def _cpu() -> str:
 
 
 def library_path() -> Path:
-    """The cache file of the kernels for this source, these flags and this CPU."""
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    """The cache file of the kernels for these sources, these flags and this CPU."""
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        text = source.read_bytes()
+        digest.update(f"{source.name} {len(text)}\n".encode() + text)
     digest.update(repr((FLAGS, NATIVE, ABI, platform.machine(), _cpu())).encode())
     return cache_dir() / f"pocketnn-kernels-{digest.hexdigest()[:16]}.so"
 
@@ -69,7 +73,7 @@ def cached_library() -> Path | None:
 
 
 def compile_library(path: Path, flags: tuple[str, ...]) -> None:
-    """Compile ``kernels.c`` with ``flags`` into ``path``, atomically.
+    """Compile the sources with ``flags`` into ``path``, atomically.
 
     The compiler writes a temporary file in the same folder, which is then renamed into
     place: a reader never sees half a library, and two processes building at once both
@@ -82,7 +86,7 @@ def compile_library(path: Path, flags: tuple[str, ...]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
-        command = [cc, *flags, "-o", tmp, str(SOURCE)]
+        command = [cc, *flags, "-o", tmp, *map(str, SOURCES)]
         run = subprocess.run(command, capture_output=True, text=True, check=False)
         if run.returncode != 0:
             raise BuildError(f"{' '.join(command)}: {run.stderr.strip()}")
@@ -124,6 +128,11 @@ def load(path: Path) -> ctypes.CDLL:
     lib.pnn_scores.argtypes = [pointer, pointer, int64, int64, int64, int64, int64, int64]
     lib.pnn_scores.argtypes += [pointer, pointer]
     lib.pnn_scores.restype = int64
+    lib.pnn_matmul.argtypes = [int64] * 3 + [pointer, int64, int64, int64] * 2
+    lib.pnn_matmul.argtypes += [int64, int64, int64, pointer, pointer, int64]
+    lib.pnn_matmul.restype = int64
+    lib.pnn_matmul_work.argtypes = [int64] * 4
+    lib.pnn_matmul_work.restype = int64
     return lib
 
 
