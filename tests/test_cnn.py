@@ -16,7 +16,7 @@ from pocketnn.train.seeding import spread_init
 SHAPE = (1, 28, 28)
 
 
-RECIPE = dict(  # the cnn preset's optimiser settings
+RECIPE = dict(  # the scaling-layer recipe: normalised steps (grad_bits), L2 targets
     lr_inv=32,
     batch_size=32,
     grad_bits=8,

@@ -8,6 +8,20 @@ from ..nn.architecture import is_mlp
 from .errors import CLIError
 
 PAPER_ARCHS = {"mnist": "784-100-50-10", "fashion-mnist": "784-200-100-50-10"}
+FIXED_POINT_RECIPE = {
+    # fixed-point layers, integer backprop (textbook order), momentum, softmax; 5,000
+    # validation images
+    "activation": "leaky_relu",
+    "algorithm": "bp",
+    "bp_weights": "current",
+    "frac_bits": 10,
+    "momentum": 3,
+    "loss": "softmax",
+    "batch_size": 32,
+    "lr_double_every": 0,
+    "rounding": "stochastic",
+    "val": 5000,
+}
 PRESETS: dict[str, dict[str, dict]] = {
     # The paper's setting: pocket tanh everywhere, DFA, batch 20, lr_inv 1000 doubling every 10.
     # Epoch counts are the reference runs' lengths (pocketnn-algorithm.md: MNIST 50, Fashion 25).
@@ -26,44 +40,21 @@ PRESETS: dict[str, dict[str, dict]] = {
     # split reports the selected epoch next to the final one (README, "Integer CNNs").
     "cnn": {
         dataset: {
+            **FIXED_POINT_RECIPE,
             "arch": "c16k3-p2-c32k3-p2-f64-10",
-            "activation": "leaky_relu",
-            "algorithm": "bp",
-            "bp_weights": "current",
-            "frac_bits": 10,
-            "momentum": 3,
-            "loss": "softmax",
-            "batch_size": 32,
             "lr_inv": 1 << 20,
-            "lr_double_every": 0,
-            "rounding": "stochastic",
-            "val": 5000,
             "augment": "2,flip" if dataset == "fashion-mnist" else "2",
             "epochs": 10,
         }
         for dataset in ("mnist", "fashion-mnist")
     },
 }
-# The paper's networks (same widths) as fixed-point layers trained by integer backprop with
-# momentum and softmax cross-entropy, every choice made on validation (README, "Frontier").
-FRONTIER = {
-    "activation": "leaky_relu",
-    "algorithm": "bp",
-    "bp_weights": "current",
-    "frac_bits": 10,
-    "momentum": 3,
-    "loss": "softmax",
-    "batch_size": 32,
-    "lr_inv": 1 << 19,
-    "lr_double_every": 0,
-    "rounding": "stochastic",
-    "val": 5000,
-    "epochs": 15,
-}
-# chosen on validation by benchmarks/sweeps/frontier-search*.toml (README, "Frontier")
+# The paper's networks (same widths) as fixed-point layers with the same recipe; step size,
+# augmentation and epochs chosen on validation by benchmarks/sweeps/frontier-*.toml
+# (README, "Frontier").
 PRESETS["frontier"] = {
-    "mnist": {**FRONTIER, "augment": "1"},
-    "fashion-mnist": {**FRONTIER, "lr_inv": 1 << 20, "epochs": 25},  # no augmentation
+    "mnist": {**FIXED_POINT_RECIPE, "lr_inv": 1 << 19, "augment": "1", "epochs": 15},
+    "fashion-mnist": {**FIXED_POINT_RECIPE, "lr_inv": 1 << 20, "epochs": 25},  # no augmentation
 }
 IMAGE_SHAPE = (1, 28, 28)
 """The shape of an MNIST or Fashion-MNIST image, as a CNN takes it."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.arith import INT64_MAX, magnitude, trunc_div_scalar_
+from ..core.arith import INT64_MAX, magnitude, trunc_div
 from ..core.overflow import IntegerOverflowError
 from ..nn.layers import Gradient
 from .optimizer import IntegerSGD, Update, check_int
@@ -109,9 +109,7 @@ class MomentumSGD(IntegerSGD):
         # |v - v / 2**m + g| <= |v| + |g|: refuse before anything could wrap
         if magnitude(velocity) > INT64_MAX - magnitude(value):
             raise IntegerOverflowError(f"{layer}: update {grad.name} velocity beyond int64")
-        kept = velocity.copy()
-        trunc_div_scalar_(kept, 1 << self.momentum)
-        new_velocity = velocity - kept + value
+        new_velocity = velocity - trunc_div(velocity, 1 << self.momentum) + value
         step = new_velocity.copy()
         self.descend(param, step, self.divisor(lr_inv, grad.scale), weight_clamp, rng)
         keep = Update(layer, f"{grad.name} velocity", velocity, new_velocity)
