@@ -101,8 +101,9 @@ def test_momentum_follows_its_formula_and_writes_only_on_commit():
         divisor = -(-8 * 4 // (4 - step))  # lr_inv * T / (T - t), rounded up
         for i in range(3):
             for j in range(2):
-                v[i][j] = v[i][j] - c_div(v[i][j], 4) + int(g[i, j])
-                new = W[i][j] - c_div(v[i][j], divisor) - c_div(W[i][j], 50)
+                decayed = int(g[i, j]) + c_div(W[i][j] * 8, 50)  # grad + param * lr_inv / decay_inv
+                v[i][j] = v[i][j] - c_div(v[i][j], 4) + decayed
+                new = W[i][j] - c_div(v[i][j], divisor)
                 W[i][j] = max(-1000, min(1000, new))
         update.commit()
         opt.committed()

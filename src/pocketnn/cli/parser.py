@@ -90,7 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--seed", type=int)
     t.add_argument("--augment", help="random shifts of up to N pixels: N, or N,flip")
-    t.add_argument("--decay-inv", type=int, help="integer weight decay W -= W / N (0: off)")
+    t.add_argument(
+        "--decay-inv",
+        type=int,
+        help="integer weight decay: W -= W / N per step; with --momentum, "
+        "W * lr_inv / N joins the gradient (0: off)",
+    )
     t.add_argument("--grad-bits", type=int, help="normalise each step's gradient (0: off)")
     t.add_argument("--plateau", help="P,F: lr_inv times F after P epochs without better val")
     t.add_argument("--early-stop", type=int, help="stop after N epochs without better val")

@@ -4,13 +4,20 @@ For networks of fixed-point layers (``frac_bits``) trained by backprop, whose gr
 are the true gradients in the weights' own fine units, this is the optimizer of float
 training written in integers::
 
-    v     <- v - v / 2**momentum + grad                 (truncating; beta = 1 - 2**-momentum)
-    param <- clamp(param - round(v * (T - t) / (lr_inv * T)) - param / decay_inv)
+    g     <- grad + param * lr_inv / decay_inv           (weight decay; none when decay_inv is 0)
+    v     <- v - v / 2**momentum + g                     (truncating; beta = 1 - 2**-momentum)
+    param <- clamp(param - round(v * (T - t) / (lr_inv * T)))
 
 ``t`` counts committed steps and ``T`` is the run's planned steps (``total_steps``; 0 keeps
 the step constant), so the last epoch takes the smallest steps and the final weights are
-the settled ones. The velocity is optimizer state: it is checkpointed, and a step that
-fails commits neither parameters nor velocities.
+the settled ones. Weight decay enters the gradient, as float SGD's L2 term does (PyTorch's
+``weight_decay``): in the gradient's units it has the resolution a weight's own units lack
+(``param / decay_inv`` would truncate to zero for every weight smaller than ``decay_inv``),
+and it follows the momentum and the schedule; each step shrinks a weight by about
+``param * 2**momentum / decay_inv`` times the schedule's factor.
+
+The velocity is optimizer state: it is checkpointed, and a step that fails commits neither
+parameters nor velocities.
 """
 
 from __future__ import annotations
@@ -89,6 +96,12 @@ class MomentumSGD(IntegerSGD):
         remaining = max(1, self.total_steps - self.steps_done)
         return -(-base * self.total_steps // remaining)
 
+    def decay_term(self, layer: str, param: np.ndarray, units: int) -> np.ndarray:
+        """``param * units / decay_inv`` (truncating), the decay in the gradient's units."""
+        if magnitude(param) > INT64_MAX // units:
+            raise IntegerOverflowError(f"{layer}: weight decay of a parameter beyond int64")
+        return trunc_div(param.astype(np.int64) * units, self.decay_inv)
+
     def propose(
         self,
         layer: str,
@@ -106,6 +119,11 @@ class MomentumSGD(IntegerSGD):
         velocity = self.velocity.get(key)
         if velocity is None or velocity.shape != param.shape:
             velocity = self.velocity[key] = np.zeros(param.shape, dtype=np.int64)
+        if self.decay_inv:
+            decay = self.decay_term(layer, param, lr_inv * grad.scale)
+            if magnitude(value) > INT64_MAX - magnitude(decay):
+                raise IntegerOverflowError(f"{layer}: gradient {grad.name} plus decay beyond int64")
+            value = value + decay
         # |v - v / 2**m + g| <= |v| + |g|: refuse before anything could wrap
         if magnitude(velocity) > INT64_MAX - magnitude(value):
             raise IntegerOverflowError(f"{layer}: update {grad.name} velocity beyond int64")

@@ -249,7 +249,7 @@ class IntegerSGD:
             grad, rows = Gradient(grad.name, full, None, grad.scale, grad.int32), None
         step = grad.value.astype(dtype) if dtype != grad.value.dtype else grad.value
         current = param if rows is None else param[rows]
-        self.descend(current, step, divisor, weight_clamp, rng)
+        self.descend(current, step, divisor, weight_clamp, rng, self.decay_inv)
         return Update(layer, grad.name, param, step, rows)
 
     def descend(
@@ -259,15 +259,17 @@ class IntegerSGD:
         divisor: int,
         weight_clamp: int,
         rng: np.random.Generator | None,
+        decay_inv: int = 0,
     ) -> np.ndarray:
-        """Turn ``step`` in place into ``clamp(current - round(step / divisor) - decay)``."""
+        """Turn ``step`` in place into ``clamp(current - round(step / divisor) - decay)``,
+        the decay being ``current / decay_inv`` (truncating; none when 0)."""
         if rng is None:
             trunc_div_scalar_(step, divisor)
         else:
             stochastic_div_(step, divisor, self.draws(rng, step.shape, divisor, step.dtype))
-        if self.decay_inv:
+        if decay_inv:
             decay = current.astype(step.dtype)
-            trunc_div_scalar_(decay, self.decay_inv)
+            trunc_div_scalar_(decay, decay_inv)
             step += decay
         np.subtract(current, step, out=step)
         return clamp(step, -weight_clamp, weight_clamp)
