@@ -69,7 +69,9 @@ def build_host(
     return compile_host(source, workdir, name, with_training, sanitize)
 
 
-def compile_host(source, workdir, name="model", with_training=False, sanitize=False):
+def compile_host(
+    source, workdir, name="model", with_training=False, sanitize=False, with_state=False
+):
     """Build the host driver around the generated ``source`` (strict C99 flags)."""
     exe = workdir / "host"
     flags = ["-fsanitize=undefined", "-fno-sanitize-recover=all"] if sanitize else []
@@ -85,7 +87,7 @@ def compile_host(source, workdir, name="model", with_training=False, sanitize=Fa
                 *flags,
                 f"-I{workdir}",
                 f"-I{HARNESS_DIR}",
-                *harness_defines(name, with_training),
+                *harness_defines(name, with_training, with_state),
                 "-c",
                 src,
                 "-o",
@@ -510,7 +512,7 @@ def test_cortex_m0_build_is_integer_only(tmp_path, mnist_model_file, with_traini
     assert ("mnist_train_step" in symbols) == with_training
 
 
-def _mcu_data_header(path, test_images, steps, n_after):
+def mcu_data_header(path, test_images, steps, n_after):
     batch = len(steps[0][1])
     train_x = np.concatenate([x for x, _, _ in steps])
     train_y = np.concatenate([y for _, y, _ in steps])
@@ -528,11 +530,11 @@ def _mcu_data_header(path, test_images, steps, n_after):
     )
 
 
-def _parse_mcu_output(text):
+def parse_mcu_output(text):
     records: dict[str, list[list[int]]] = {}
     for line in text.splitlines():
         tag, *values = line.split()
-        if tag in {"S", "A", "T", "P", "STACK"}:
+        if tag in {"S", "A", "T", "P", "N", "STACK"}:
             records.setdefault(tag, []).append([int(v) for v in values])
     assert text.rstrip().endswith("DONE"), text[-2000:]
     return records
@@ -546,10 +548,10 @@ def test_qemu_cortex_m_runs_bit_exact(tmp_path, mnist, mnist_model_file, with_tr
     fb = [arrays["feedback0"], arrays["feedback1"]]
     test_images = mnist.test_images[:300]
     steps = mnist_steps(mnist, 3, seed=21)
-    _mcu_data_header(tmp_path / "mcu_data.h", test_images, steps, n_after=50)
+    mcu_data_header(tmp_path / "mcu_data.h", test_images, steps, n_after=50)
     elf = _mnist_firmware(tmp_path, mnist_model_file, with_training, "mcu_main.c")
     assert find_float_usage(elf) == []
-    out = _parse_mcu_output(run_qemu(elf, timeout=120))
+    out = parse_mcu_output(run_qemu(elf, timeout=120))
 
     expected = np.column_stack([model.predict(test_images), model.scores(test_images)])
     np.testing.assert_array_equal(np.array(out["S"]), expected)

@@ -86,14 +86,16 @@ def run_tool(args: Sequence[str], timeout: float = 300, **kwargs) -> subprocess.
     return proc
 
 
-def harness_defines(name: str, with_training: bool) -> list[str]:
-    """Compiler flags that point the harness programs at model ``name``."""
+def harness_defines(name: str, with_training: bool, with_state: bool = False) -> list[str]:
+    """Compiler flags that point the harness programs at model ``name`` (``with_state``:
+    its training keeps optimizer state, which the test drivers print too)."""
     flags = [
         f'-DPNN_HEADER="{name}.h"',
         f"-DPNN_PREFIX={name}",
         f"-DPNN_PREFIX_UPPER={name.upper()}",
     ]
-    return flags + (["-DPNN_WITH_TRAINING"] if with_training else [])
+    flags += ["-DPNN_WITH_TRAINING"] if with_training else []
+    return flags + (["-DPNN_WITH_STATE"] if with_state else [])
 
 
 def build_firmware(

@@ -8,7 +8,9 @@ computes exactly what :mod:`pocketnn` computes in Python, bit for bit:
   ties) or a negative error code.
 * With training, ``NAME_train_step`` applies one DFA step to a mini-batch (the weights live
   in RAM, the feedback matrices are baked in as constants) and returns how many samples of
-  the batch were classified correctly before the update, or a negative error code.
+  the batch were classified correctly before the update, or a negative error code. For a
+  fixed-point MLP (the ``frontier`` recipe) the step is integer backprop with momentum and
+  the softmax loss instead, the velocities and step count kept in RAM.
 
 Integer widths are chosen from bounds proven here. Where a bound cannot prove that a value
 fits int32 (for example layer 1's ``z = a @ W + b`` when the weights may change), the C
@@ -27,7 +29,9 @@ The package, one responsibility a module:
 * :mod:`.training`: the C of on-device DFA training;
 * :mod:`.cnn_planner` and :mod:`.cnn_inference`: layered models (convolutions, pooling,
   scaling, dense layers, fixed-point layers of any kind), for inference: stages, proven
-  intervals and their C.
+  intervals and their C;
+* :mod:`.fixed_planner` and :mod:`.fixed_training`: on-device training of fixed-point MLPs
+  (backprop, MomentumSGD, integer softmax): the backward bounds and their C.
 """
 
 from .activations import ACTIVATIONS, activation_c_functions

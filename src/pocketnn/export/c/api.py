@@ -15,6 +15,7 @@ from ...nn.model import Sequential
 from .cnn_inference import generate_layered
 from .cnn_planner import is_layered
 from .ctext import check_name
+from .fixed_training import generate_fixed_training
 from .inference import InferenceGenerator
 from .planner import plan_layers
 from .settings import DEFAULT_MAX_BATCH, DEFAULT_TARGET_VALUE, ExportError, ExportSettings
@@ -82,14 +83,11 @@ def generate_c(
     """
     name = check_name(name)
     model, training, arrays, spec, source = _load(model_or_path, input_spec)
-    if is_layered(model):  # CNNs and fixed-point nets: inference only, on uint8 images
-        with model.lock.reading():
-            return generate_layered(model, name, with_training, source)
-    training = training or {}
+    settings = training or {}
     if max_batch is None:
-        max_batch = int(training.get("batch_size", DEFAULT_MAX_BATCH))
+        max_batch = int(settings.get("batch_size", DEFAULT_MAX_BATCH))
     if target_value is None:
-        target_value = int(training.get("target_value", DEFAULT_TARGET_VALUE))
+        target_value = int(settings.get("target_value", DEFAULT_TARGET_VALUE))
     bad = isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer))
     if bad or not 1 <= max_batch <= MAX_BATCH_LIMIT:
         raise ExportError(
@@ -97,6 +95,12 @@ def generate_c(
             f"size as an int, at least 16 bits wide), got {max_batch!r}; choose it with "
             "--max-batch (max_batch=)"
         )
+    if is_layered(model):  # CNNs and fixed-point nets, on uint8 images
+        with model.lock.reading():
+            if not with_training:
+                return generate_layered(model, name, source)
+            cfg = ExportSettings(name, True, int(max_batch), int(target_value), source)
+            return generate_fixed_training(model, training, arrays, cfg)
     if with_training and feedback is None:
         if isinstance(model_or_path, Sequential):
             raise ExportError("with_training=True on an in-memory model needs feedback=[B1, ...]")
@@ -131,7 +135,9 @@ def export_c(
     out_dir : directory for the two files (each written atomically; an existing file is
         replaced only if pocketnn generated it)
     name : prefix of every public C symbol; must be a C identifier
-    with_training : also generate ``NAME_train_step`` (one DFA step on a mini-batch)
+    with_training : also generate ``NAME_train_step`` (one DFA step on a mini-batch; for a
+        fixed-point MLP, one step of the file's backprop with momentum and softmax, which
+        needs the file's training state)
     feedback : the DFA feedback matrices, one (n_classes, width) array per hidden layer;
         ``None`` takes them from the model file (``feedback0``, ``feedback1``, ...)
     max_batch : the largest batch ``NAME_train_step`` accepts (sizes its buffers); defaults

@@ -39,7 +39,7 @@ from ...nn.layers import (
     Scale,
 )
 from .activations import exportable
-from .ctext import INT32_MAX, INT32_MIN, c_arith_type, c_type, is_c_identifier
+from .ctext import INT32_MAX, INT32_MIN, c_arith_type, c_type, c_type_size, is_c_identifier
 from .planner import INPUT_MAX, INT64_MAX
 from .settings import ExportError
 
@@ -233,14 +233,23 @@ def _params(layer: Conv2D | Dense) -> tuple[np.ndarray, np.ndarray, str]:
     return W, b, c_type(largest)
 
 
+def clamp_interval(layer: Conv2D | Dense, x: Interval) -> Interval:
+    """The range of a layer's sums (and every partial sum) for *any* weights within its
+    clamp (training changes them) and inputs within ``x``."""
+    c = layer.weight_clamp
+    bound = layer.W.shape[0] * x.magnitude * c + (c if layer.config.bias else 0)
+    return Interval(-bound, bound)
+
+
 def _quotient(x: Interval, divisor: int) -> Interval:
     """The range of ``v / divisor`` (truncating, monotone in ``v``) for ``v`` in ``x``."""
     q = trunc_div(np.array([x.lo, x.hi], dtype=np.int64), divisor)
     return Interval(int(q[0]), int(q[1]))
 
 
-def _sum_stage(stage: Stage, layer: Conv2D | Dense) -> None:
-    """The accumulator of a convolution or dense stage, from its weights' interval.
+def _sum_stage(stage: Stage, layer: Conv2D | Dense, training: bool) -> None:
+    """The accumulator of a convolution or dense stage, from its weights' interval (with
+    ``training``, that of any weights within the clamp).
 
     Python checks the sums of a convolution, and of a dense layer without fractional bits,
     against int32 (where they may leave it, the C checks too); a fixed-point dense layer's
@@ -248,10 +257,14 @@ def _sum_stage(stage: Stage, layer: Conv2D | Dense) -> None:
     """
     W, b, stage.param_type = _params(layer)
     stage.frac_bits, stage.bias = int(layer.config.frac_bits), bool(layer.config.bias)
-    z = linear_interval(W, b, stage.in_values)
+    if training:
+        stage.param_type = c_type(layer.weight_clamp)
+        z, w_max = clamp_interval(layer, stage.in_values), layer.weight_clamp
+    else:
+        z, w_max = linear_interval(W, b, stage.in_values), int(np.abs(W).max(initial=0))
     if z.magnitude > INT64_MAX:
         raise ExportError(f"{layer.name}: |z| could reach {z.magnitude}, beyond int64")
-    product_bound = stage.in_values.magnitude * int(np.abs(W).max(initial=0)) * W.shape[0]
+    product_bound = stage.in_values.magnitude * w_max * W.shape[0]
     if product_bound > INT64_MAX:  # Python refuses such a product (exact_matmul)
         raise ExportError(
             f"{layer.name}: |in| * |W| * n_in could reach {product_bound}, beyond int64, "
@@ -293,10 +306,11 @@ def _activation_steps(
     return [Step(layer_name, ident, out, activation=activation.name, fan_in=fan_in)]
 
 
-def plan_stages(model: Sequential) -> list[Stage]:
+def plan_stages(model: Sequential, training: bool = False) -> list[Stage]:
     """Cut ``model`` into stages and choose every integer type from proven intervals.
 
-    Inputs are bytes (``0..INPUT_MAX``); the weights are the model's actual constants.
+    Inputs are bytes (``0..INPUT_MAX``); the weights are the model's actual constants, or
+    with ``training`` any weights within each layer's clamp.
     """
     idents = _Idents()
     stages: list[Stage] = []
@@ -341,7 +355,7 @@ def plan_stages(model: Sequential) -> list[Stage]:
                 stage.steps += _activation_steps(layer.name, ident, layer.function, fan_in, x)
         elif isinstance(layer, (Conv2D, Dense)):
             stage = new_stage("conv" if isinstance(layer, Conv2D) else "dense", layer, i)
-            _sum_stage(stage, layer)
+            _sum_stage(stage, layer, training)
             if isinstance(layer, Dense):
                 stage.steps += _activation_steps(
                     layer.name, stage.ident, layer.activation, layer.n_in, stage.z
@@ -372,12 +386,8 @@ class BufferPlan:
     @property
     def sizes(self) -> list[int]:
         return [
-            max((count * _type_size(t) for t, count in m.items()), default=0) for m in self.members
+            max((count * c_type_size(t) for t, count in m.items()), default=0) for m in self.members
         ]
-
-
-def _type_size(c_name: str) -> int:
-    return int(c_name.removeprefix("u").removeprefix("int").removesuffix("_t")) // 8
 
 
 def plan_buffers(stages: list[Stage]) -> BufferPlan:
@@ -394,5 +404,5 @@ def parameter_bytes(stages: list[Stage]) -> int:
     for stage in stages:
         if stage.has_params:
             size = sum(getattr(stage.layer, which).size for which in stage.arrays)
-            total += size * _type_size(stage.param_type)
+            total += size * c_type_size(stage.param_type)
     return total

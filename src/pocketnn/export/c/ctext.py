@@ -43,6 +43,11 @@ def c_type(bound: int) -> str:
         raise ExportError(str(exc)) from None
 
 
+def c_type_size(c_name: str) -> int:
+    """Bytes of an exact-width C integer type (``int16_t``: 2, ``uint8_t``: 1)."""
+    return int(c_name.removeprefix("u").removeprefix("int").removesuffix("_t")) // 8
+
+
 def c_arith_type(bound: int) -> str:
     """int32_t when ``bound`` fits int32, else int64_t (the type to compute a value in)."""
     return "int32_t" if bound <= INT32_MAX else "int64_t"

@@ -33,6 +33,20 @@ def params_digest(model: Sequential) -> str:
     return h.hexdigest()[:16]
 
 
+def argmax_function(P: str) -> str:
+    """The C of ``static int argmax(scores)`` for the macro prefix ``P``."""
+    return f"""\
+/* The class with the highest score, the first one on ties (numpy's argmax). */
+static int argmax(const int32_t scores[{P}_N_CLASSES])
+{{
+    int c, best = 0;
+    for (c = 1; c < {P}_N_CLASSES; c++) {{
+        if (scores[c] > scores[best]) best = c;
+    }}
+    return best;
+}}"""
+
+
 class InferenceGenerator:
     """Writes the C of a model for inference; the base of :class:`.training.TrainingGenerator`."""
 
@@ -259,15 +273,7 @@ static int forward(const {self.p}_input_t input[{self.P}_N_INPUTS], int row,
 {chr(10).join(calls)}
 }}
 
-/* The class with the highest score, the first one on ties (numpy's argmax). */
-static int argmax(const int32_t scores[{self.P}_N_CLASSES])
-{{
-    int c, best = 0;
-    for (c = 1; c < {self.P}_N_CLASSES; c++) {{
-        if (scores[c] > scores[best]) best = c;
-    }}
-    return best;
-}}"""
+{argmax_function(self.P)}"""
 
     def predict(self) -> str:
         return f"""\

@@ -6,7 +6,9 @@
  *                           of NAME_predict (the class or an error code).
  *   host train < steps      stdin per step: int32 n, int32 lr_inv, n * N_INPUTS input values
  *                           (NAME_input_t), n label bytes. stdout: one int32 result per step, then every
- *                           parameter array's raw bytes (NAME_FOR_EACH_PARAM order).
+ *                           parameter array's raw bytes (NAME_FOR_EACH_PARAM order); with
+ *                           -DPNN_WITH_STATE, then every state array's (NAME_FOR_EACH_STATE)
+ *                           and the int64 step count.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -51,6 +53,10 @@ static int train_all(void)
         fwrite(&result, sizeof result, 1, stdout);
     }
     PNN_FOR_EACH_PARAM(DUMP_PARAM)
+#ifdef PNN_WITH_STATE
+    PNN_FOR_EACH_STATE(DUMP_PARAM)
+    fwrite(&pnn_steps_done, sizeof pnn_steps_done, 1, stdout);
+#endif
     return 0;
 }
 #endif
