@@ -191,6 +191,13 @@ def fnv1a(data: bytes) -> int:
     return h
 
 
+def checksum_records(arrays):
+    """mcu_main.c's ``P`` records of ``arrays``: [bytes, FNV-1a of the little-endian bytes]."""
+    return [
+        [a.size * a.itemsize, fnv1a(a.astype(a.dtype.newbyteorder("<")).tobytes())] for a in arrays
+    ]
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -560,11 +567,7 @@ def test_qemu_cortex_m_runs_bit_exact(tmp_path, mnist, mnist_model_file, with_tr
         return
     py_results, py_params = python_train(model, fb, steps)
     assert [r[0] for r in out["T"]] == py_results
-    checksums = [
-        [p.size * p.itemsize, fnv1a(p.astype(p.dtype.newbyteorder("<")).tobytes())]
-        for p in py_params
-    ]
-    assert out["P"] == checksums
+    assert out["P"] == checksum_records(py_params)
     after = test_images[:50]
     expected = np.column_stack([model.predict(after), model.scores(after)])
     np.testing.assert_array_equal(np.array(out["A"]), expected)

@@ -16,9 +16,9 @@ import struct
 import numpy as np
 import pytest
 from test_export_c import (
+    checksum_records,
     compile_host,
     compile_strictest,
-    fnv1a,
     mcu_data_header,
     parse_mcu_output,
 )
@@ -264,11 +264,7 @@ def test_cortex_m0_training_is_integer_only_and_matches_python(tmp_path):
     after = python_steps(path, steps)
     assert [r[0] for r in out["T"]] == [a[0] for a in after]
     _, params, velocities, steps_done = after[-1]
-    checksums = [
-        [p.size * p.itemsize, fnv1a(p.astype(p.dtype.newbyteorder("<")).tobytes())]
-        for p in params + velocities
-    ]
-    assert out["P"] == checksums
+    assert out["P"] == checksum_records(params + velocities)
     assert out["N"] == [[steps_done]]
     trained = pocketnn.Trainer.load(path)
     for x, y, lr in steps:

@@ -156,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("model")
     x.add_argument("--out", required=True, help="output folder")
     x.add_argument("--name", default="model", help="C identifier prefix")
-    x.add_argument("--with-training", action="store_true", help="include the DFA training step")
+    x.add_argument(
+        "--with-training",
+        action="store_true",
+        help="include the training step (DFA; backprop with momentum for fixed-point MLPs)",
+    )
     x.add_argument("--max-batch", type=int, help="largest on-device batch (default: trained)")
     x.add_argument("--report", action="store_true", help="print the Cortex-M0 footprint")
     x.set_defaults(func=cmd_export_c)
