@@ -36,6 +36,7 @@ from pocketnn.export.footprint import (
     run_tool,
 )
 from pocketnn.nn.architecture import build
+from pocketnn.nn.layers import Dense
 from pocketnn.train.momentum import MomentumSGD
 from pocketnn.train.optimizer import IntegerSGD
 from pocketnn.train.rules import Backprop
@@ -47,10 +48,22 @@ BATCH = 8
 MODEL_NAME = "fpt"
 
 
-def fixed_trainer(seed=1, decay_inv=0, total_steps=12, rule=None, arch=ARCH, **kw):
+def biased_mlp():
+    """Fixed-point dense layers with bias and their own activation, on raw bytes (no input
+    scaling): the other shape of fixed-point MLP the exporter takes."""
+    return pocketnn.Sequential(
+        [
+            Dense(N_INPUTS, 12, "leaky_relu", name="fc1", weight_clamp=4000, frac_bits=8),
+            Dense(12, N_CLASSES, "as_is", name="fc2", frac_bits=6),
+        ]
+    )
+
+
+def fixed_trainer(seed=1, decay_inv=0, total_steps=12, rule=None, arch=ARCH, model=None, **kw):
     """A small fixed-point MLP built and trained as the ``frontier`` preset does (leaky_relu,
     10 fractional bits, textbook backprop, momentum 3, softmax), rounding truncating."""
-    model = build(arch, (N_INPUTS,), activation="leaky_relu", frac_bits=10)
+    if model is None:
+        model = build(arch, (N_INPUTS,), activation="leaky_relu", frac_bits=10)
     fixed_point_init(model, seed)
     optimizer = kw.pop("optimizer", None) or MomentumSGD(
         lr_inv=1 << 12,
@@ -179,6 +192,19 @@ def test_host_training_steps_match_python_bit_for_bit(tmp_path, decay_inv):
     assert all(moved)
     text = (tmp_path / "c" / f"{MODEL_NAME}.c").read_text()
     assert ("/ FPT_DECAY_INV" in text) == bool(decay_inv)
+
+
+@pytest.mark.gcc
+def test_dense_layers_with_bias_and_their_own_activation_train_as_in_python(tmp_path):
+    path = saved_after_warmup(tmp_path, seed=9, model=biased_mlp())
+    assert "velocity/fc1.b" in pocketnn.load_checkpoint(path)[2]
+    exe = compile_training(path, tmp_path / "c")
+    steps = random_steps(np.random.default_rng(9), [8, 6, 8, 8], [4096, 256, 64, 4096])
+    expected = assert_same_steps(exe, path, steps)
+    biases = expected[-1][1][1::2]
+    assert all(b.any() for b in biases)  # the biases learn, in C as in Python
+    text = (tmp_path / "c" / f"{MODEL_NAME}.c").read_text()
+    assert "fc1_value_b(" in text and "fc1_g[j] = g;" in text
 
 
 @pytest.mark.gcc
