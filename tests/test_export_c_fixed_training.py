@@ -36,6 +36,7 @@ from pocketnn.export.footprint import (
     run_tool,
 )
 from pocketnn.nn.architecture import build
+from pocketnn.nn.inputs import InputSpec
 from pocketnn.nn.layers import Dense
 from pocketnn.train.momentum import MomentumSGD
 from pocketnn.train.optimizer import IntegerSGD
@@ -350,3 +351,14 @@ def test_a_batch_whose_gradients_could_leave_int64_is_refused(tmp_path):
     assert "fpt_train_step" in generate_c(path, "fpt", with_training=True)["fpt.h"]
     with pytest.raises(ExportError, match=r"fc1: a.T @ delta could reach .* --max-batch"):
         generate_c(path, "m", with_training=True, max_batch=32767)
+
+
+def test_a_fixed_point_model_of_wider_inputs_is_refused(tmp_path):
+    """The stages' intervals start from bytes: other inputs are refused, not mis-proven."""
+    trainer = fixed_trainer()
+    path = tmp_path / "int16.npz"
+    settings, arrays = trainer.state()
+    pocketnn.save(path, trainer.model, settings, arrays, InputSpec("int16", (N_INPUTS,)))
+    for with_training in (False, True):
+        with pytest.raises(ExportError, match="uint8 inputs only; this one takes int16"):
+            generate_c(path, "m", with_training=with_training)

@@ -96,6 +96,11 @@ def generate_c(
             "--max-batch (max_batch=)"
         )
     if is_layered(model):  # CNNs and fixed-point nets, on uint8 images
+        if spec.dtype != "uint8":  # their intervals start from bytes
+            raise ExportError(
+                f"{source}: export-c takes layered and fixed-point models with uint8 inputs "
+                f"only; this one takes {spec.dtype}"
+            )
         with model.lock.reading():
             if not with_training:
                 return generate_layered(model, name, source)
