@@ -209,10 +209,10 @@ extern int64_t {p}_steps_done;  /* committed steps: the schedule's position */
  * the forward pass, the integer softmax error p - t (Q15), integer backprop through the
  * current weights (textbook order) and, for every parameter, MomentumSGD:
  *   g = a^T @ delta (summed over the batch){decay_term}
- *   v = v - v / 2**{P}_MOMENTUM + g   (checked: |v| + |g| <= INT64_MAX, as Python)
+ *   v = v - v / 2**{P}_MOMENTUM + g   (checked first: max|v| + max|g| <= INT64_MAX per array)
  *   param = clamp(param - v / divisor)
  * with divisor = ceil(lr_inv * T / max(1, T - t)), T = {P}_TOTAL_STEPS and t = {p}_steps_done
- * (lr_inv when T is 0); then {p}_steps_done += 1. All divisions truncate.
+ * (lr_inv when T is 0); then {p}_steps_done += 1. Every other division truncates.
  * images: n rows of {P}_N_INPUTS values; labels: n class indices; 1 <= n <= {P}_MAX_BATCH;
  * lr_inv >= 1: the step's learning-rate inverse (Trainer: lr_inv_at(epoch)). Augmentation,
  * if the model was trained with it, is the caller's to apply to the images.
