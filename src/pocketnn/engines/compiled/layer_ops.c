@@ -270,10 +270,13 @@ int64_t pnn_maxpool_backward(const int64_t *delta, const strides4 *sd, const uin
     const int64_t ho = h / size, wo = w / size;
     int64_t dy[256], dx[256]; /* a window offset's row and column, without dividing */
     for (int64_t q = 0; q < size * size; q++) dy[q] = q / size, dx[q] = q % size;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t yy = 0; yy < h; yy++)
-            for (int64_t xx = 0; xx < w; xx++)
-                for (int64_t ch = 0; ch < c; ch++) out[at4(so, i, ch, yy, xx)] = 0;
+    if (so->c == 1 && so->x == c && so->y == w * c && so->n == h * w * c)
+        memset(out, 0, sizeof(int64_t) * (size_t)(n * h * w * c)); /* channels last, dense */
+    else
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t yy = 0; yy < h; yy++)
+                for (int64_t xx = 0; xx < w; xx++)
+                    for (int64_t ch = 0; ch < c; ch++) out[at4(so, i, ch, yy, xx)] = 0;
     if (sd->c == 1 && sw->c == 1 && so->c == 1) { /* channels last: runs of c */
         for (int64_t i = 0; i < n; i++)
             for (int64_t oy = 0; oy < ho; oy++)
