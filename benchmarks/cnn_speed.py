@@ -5,13 +5,17 @@ Usage (from the repository root; PyTorch is optional, its column is skipped with
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=src \\
         python benchmarks/cnn_speed.py --json cnn_speed.json
 
-The network is the ``cnn`` preset's (``c16k3-p2-c32k3-p2-f64-10``, fixed-point layers,
-leaky ReLU, backprop with momentum and softmax, batch 32), on real MNIST, no augmentation
-(PyTorch gets none either). Each round trains the next ``--steps`` batches with every
-method in turn, the order alternating from round to round; a method's figure is the median
-over rounds of its time per step: process CPU time with one thread, wall time with more.
-The machine is shared and noisy, so only figures of the same run are compared: each
-method's ratio to PyTorch is taken from the medians of this run. An epoch of 60,000 images
+The network is the ``cnn`` preset's (its ``arch``, read from
+``pocketnn.cli.presets.PRESETS``; fixed-point layers, leaky ReLU, backprop with momentum
+and softmax, batch 32), on real MNIST, no augmentation (PyTorch gets none either).
+``--arch`` times another architecture with the same recipe (e.g.
+``c32k3-p2-c64k3-p2-f128-10``); PyTorch gets the same layers.
+
+Each round trains the next ``--steps`` batches with every method in turn, the order
+alternating from round to round; a method's figure is the median over rounds of its time
+per step: process CPU time with one thread, wall time with more. The machine is shared and
+noisy, so only figures of the same run are compared: each method's ratio to PyTorch is
+taken from the medians of this run. An epoch of 60,000 images
 is extrapolated from the step time (1875 steps), and labelled so.
 
 PyTorch trains the same architecture in float32 (Conv2d, LeakyReLU(1/4), MaxPool2d,
@@ -59,6 +63,7 @@ from pocketnn.cli.presets import IMAGE_SHAPE, PRESETS  # noqa: E402
 from pocketnn.core.context import ENGINES, HAS_C_COMPILER, HAS_NUMBA  # noqa: E402
 from pocketnn.datasets import load_dataset  # noqa: E402
 from pocketnn.io.atomic import atomic_write_bytes  # noqa: E402
+from pocketnn.nn.architecture import build  # noqa: E402
 
 RECIPE = PRESETS["cnn"]["mnist"]
 EPOCH_IMAGES = 60_000
@@ -76,21 +81,25 @@ def clock(threads: int) -> Callable[[], float]:
 class PocketnnRun:
     """One engine of one pocketnn package training its own copy of the preset's CNN."""
 
-    def __init__(self, pkg, engine: str, threads: int, x: np.ndarray, y: np.ndarray) -> None:
+    def __init__(
+        self, pkg, engine: str, threads: int, x: np.ndarray, y: np.ndarray, arch: str
+    ) -> None:
         self.pkg, self.engine, self.threads, self.x, self.y = pkg, engine, threads, x, y
+        self.arch = arch
         self.trainer = self.fresh_trainer()
         self.warm_up()
 
     def fresh_trainer(self):
-        """The preset's network and optimizer, as ``pocketnn train --preset cnn`` builds
-        them (fixed-point layers, momentum with a step falling over a 10-epoch run)."""
+        """The preset's network (or ``--arch``) and optimizer, as ``pocketnn train --preset
+        cnn`` builds them (fixed-point layers, momentum with a step falling over a 10-epoch
+        run)."""
         name = self.pkg.__name__
         arch = importlib.import_module(f"{name}.nn.architecture")
         seeding = importlib.import_module(f"{name}.train.seeding")
         momentum = importlib.import_module(f"{name}.train.momentum")
         bp = importlib.import_module(f"{name}.train.rules.bp")
         model = arch.build(
-            RECIPE["arch"],
+            self.arch,
             IMAGE_SHAPE,
             activation=RECIPE["activation"],
             frac_bits=RECIPE["frac_bits"],
@@ -308,7 +317,7 @@ def report(per_step: dict, prof: dict, rates: dict, args, info: dict) -> list[st
         f"load average at start {tuple(round(v, 2) for v in info['load_average_start'])}, "
         f"at end {tuple(round(v, 2) for v in os.getloadavg())}",
         "",
-        f"{RECIPE['arch']} on MNIST, integer backprop, batch {RECIPE['batch_size']}, "
+        f"{args.arch} on MNIST, integer backprop, batch {RECIPE['batch_size']}, "
         f"{args.threads} thread(s); median of {args.rounds} interleaved rounds of "
         f"{args.steps} steps ({unit} time); all measured in this run",
         f"{'method':24s} {'ms/step':>8s} {'min':>7s} {'max':>7s} "
@@ -367,6 +376,7 @@ def main() -> None:
         e for e in ENGINES if (e != "fused" or HAS_NUMBA) and (e != "compiled" or HAS_C_COMPILER)
     ]
     p.add_argument("--engines", default=",".join(available))
+    p.add_argument("--arch", default=RECIPE["arch"], help="the network (default: the preset's)")
     p.add_argument("--steps", type=int, default=50, help="steps per method per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--profile-steps", type=int, default=20)
@@ -378,6 +388,11 @@ def main() -> None:
     if min(args.steps, args.rounds, args.profile_steps, args.threads) < 1:
         p.error("--steps, --rounds, --profile-steps and --threads must be at least 1")
 
+    try:
+        build(args.arch, IMAGE_SHAPE, activation=RECIPE["activation"])
+    except ValueError as e:
+        p.error(str(e))
+
     data = load_dataset("mnist", verbose=False)
     x = data.train_images.reshape(-1, *IMAGE_SHAPE)
     y = data.train_labels
@@ -388,11 +403,11 @@ def main() -> None:
 
     runs: dict[str, PocketnnRun] = {}
     for engine in args.engines.split(","):
-        runs[f"pocketnn {engine}"] = PocketnnRun(pocketnn, engine, args.threads, x, y)
+        runs[f"pocketnn {engine}"] = PocketnnRun(pocketnn, engine, args.threads, x, y, args.arch)
     if args.baseline is not None:
         base = import_baseline(args.baseline)
         for engine in args.baseline_engines.split(","):
-            runs[f"baseline {engine}"] = PocketnnRun(base, engine, args.threads, x, y)
+            runs[f"baseline {engine}"] = PocketnnRun(base, engine, args.threads, x, y, args.arch)
     methods: dict[str, object] = dict(runs)
     try:
         import torch

@@ -24,7 +24,12 @@ from pocketnn.nn.layers import (
 )
 from pocketnn.nn.layers.elementwise import shrink_error
 
-ENGINES = [pytest.param("fused", marks=pytest.mark.numba), "blas", "int"]
+ENGINES = [
+    pytest.param("compiled", marks=pytest.mark.gcc),
+    pytest.param("fused", marks=pytest.mark.numba),
+    "blas",
+    "int",
+]
 
 
 def c_div(a: int, b: int) -> int:

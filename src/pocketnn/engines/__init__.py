@@ -21,6 +21,7 @@ Every engine is checked against the others bit for bit by one conformance suite
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from ..core.context import ENGINES, current
@@ -70,3 +71,15 @@ def accelerated_scores() -> Callable[..., Any] | None:
 
 
 __all__ = ["ENGINES", "accelerated_epoch", "accelerated_scores", "accelerated_step"]
+
+
+def accelerated_ops() -> ModuleType | None:
+    """The current engine's kernels of the layered step's element-wise work (fold,
+    fixed-point divisions, activation tables, pooling, the momentum update), or ``None``:
+    run the numpy reference. A kernel returns ``None`` for operands it does not take, and
+    computes the reference's bits otherwise (``tests/test_layer_ops.py``)."""
+    if current().engine != "compiled":
+        return None
+    from .compiled import layer_ops
+
+    return layer_ops

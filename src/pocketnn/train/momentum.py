@@ -29,6 +29,7 @@ import numpy as np
 
 from ..core.arith import INT64_MAX, magnitude, trunc_div
 from ..core.overflow import IntegerOverflowError
+from ..engines import accelerated_ops
 from ..nn.layers import Gradient
 from .optimizer import IntegerSGD, Update, check_int
 
@@ -127,8 +128,16 @@ class MomentumSGD(IntegerSGD):
         # |v - v / 2**m + g| <= |v| + |g|: refuse before anything could wrap
         if magnitude(velocity) > INT64_MAX - magnitude(value):
             raise IntegerOverflowError(f"{layer}: update {grad.name} velocity beyond int64")
-        new_velocity = velocity - trunc_div(velocity, 1 << self.momentum) + value
-        step = new_velocity.copy()
-        self.descend(param, step, self.divisor(lr_inv, grad.scale), weight_clamp, rng)
+        divisor = self.divisor(lr_inv, grad.scale)
+        ops = accelerated_ops()
+        if ops is not None and ops.takes_momentum(velocity, value, param):
+            draws = None if rng is None else self.draws(rng, param.shape, divisor, np.int64)
+            new_velocity, step = ops.momentum(
+                velocity, value, param, draws, self.momentum, divisor, weight_clamp
+            )
+        else:
+            new_velocity = velocity - trunc_div(velocity, 1 << self.momentum) + value
+            step = new_velocity.copy()
+            self.descend(param, step, divisor, weight_clamp, rng)
         keep = Update(layer, f"{grad.name} velocity", velocity, new_velocity)
         return Update(layer, grad.name, param, step, None, (keep,))

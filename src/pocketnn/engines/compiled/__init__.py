@@ -22,8 +22,9 @@ input dtypes, bounds beyond int64) runs the layered step, with the same bits; it
 exact product (convolutions, backprop, dense layers) runs in this library too
 (``matmul.c`` through :mod:`.gemm`): int16 pairs in int32 lanes, or int32 values in int32 or
 int64 lanes, as the bound of each product allows, cache-blocked, split over the context's
-threads. The conformance suite (``tests/test_conformance.py``) holds the engine to the
-reference engine's bits.
+threads; its element-wise work (fold, divisions by ``2**f``, activation tables, max
+pooling, the momentum update) in ``layer_ops.c`` (:mod:`.layer_ops`). The conformance
+suite (``tests/test_conformance.py``) holds the engine to the reference engine's bits.
 """
 
 from .runner import scores, train_epoch, train_step

@@ -1,7 +1,8 @@
 """Build the ``compiled`` engine's kernels once, cache them, load them with ctypes.
 
 The C sources (``kernels.c``: training and test passes; ``matmul.c``: the exact matrix
-product; shipped with the package) are compiled with the host's C compiler into one shared
+product; ``layer_ops.c``: the element-wise and folding work of the layered step; shipped
+with the package) are compiled with the host's C compiler into one shared
 library in the kernel cache (``$POCKETNN_KERNELS``, else
 ``$XDG_CACHE_HOME/pocketnn/kernels``, else ``~/.cache/pocketnn/kernels``), named by a hash
 of the sources, the flags and the CPU, so a changed source or another CPU builds anew and
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from ...core.context import COMPILED_HINT, c_compiler
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernels.c", "matmul.c"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernels.c", "matmul.c", "layer_ops.c"))
 ABI = 1
 """The layout of the structures ``kernels.c`` takes; its ``pnn_abi()`` must return it."""
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-pthread")
@@ -133,6 +134,18 @@ def load(path: Path) -> ctypes.CDLL:
     lib.pnn_matmul.restype = int64
     lib.pnn_matmul_work.argtypes = [int64] * 4
     lib.pnn_matmul_work.restype = int64
+    lib.pnn_shift_div.argtypes = [pointer, int64, int64, pointer]
+    lib.pnn_fold.argtypes = [pointer] + [int64] * 8 + [pointer]
+    lib.pnn_table.argtypes = [pointer] + [int64] * 5 + [pointer, int64, pointer, int64]
+    lib.pnn_table.argtypes += [pointer, pointer]
+    lib.pnn_divide.argtypes = [pointer, pointer, int64, int64, pointer]
+    lib.pnn_maxpool.argtypes = [pointer, int64, pointer] + [int64] * 5
+    lib.pnn_maxpool.argtypes += [pointer, pointer, pointer, pointer]
+    lib.pnn_maxpool_backward.argtypes = [pointer] * 4 + [int64] * 5 + [pointer, pointer]
+    lib.pnn_momentum.argtypes = [int64, pointer, pointer, pointer, int64, pointer]
+    lib.pnn_momentum.argtypes += [int64] * 3 + [pointer, pointer]
+    for name in ("shift_div", "fold", "table", "divide", "maxpool", "maxpool_backward", "momentum"):
+        getattr(lib, f"pnn_{name}").restype = int64
     return lib
 
 

@@ -3,7 +3,10 @@
 ``a`` of shape ``(N, C, H, W)`` is unfolded into one row per output position
 (``im2col``: ``(N * Ho * Wo, C * k * k)``, zero padding), so the convolution is the same exact
 integer product a dense layer uses, on any engine: ``z = cols @ W + b``. Rows are processed
-in chunks so the float64 work buffers of the ``blas`` engine stay small.
+in chunks so the float64 work buffers of the ``blas`` engine stay small (the ``compiled``
+engine's product needs none: one call takes every row). Under ``compiled`` the fold and
+the fixed-point divisions run in its C kernels (:func:`~pocketnn.engines.accelerated_ops`),
+with the same bits.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ...core.arith import trunc_div
+from ...core.arith import INT64_MAX, trunc_div
+from ...core.overflow import IntegerOverflowError
 from ...core.products import exact_matmul, matmul
+from ...engines import accelerated_ops
 from .base import Gradient, LayerConfig, check_parameter
 from .dense import WEIGHT_CLAMP, check_fixed_point, fixed_point_parameters, param_dtype
 
@@ -45,8 +50,17 @@ def unfold(a: np.ndarray, k: int, stride: int, padding: int) -> np.ndarray:
     return cols.reshape(n * ho * wo, c * k * k)
 
 
-def fold(cols: np.ndarray, shape: tuple[int, ...], k: int, stride: int, padding: int):
-    """The adjoint of :func:`unfold`: sum every patch entry back onto its input position."""
+def fold(
+    cols: np.ndarray, shape: tuple[int, ...], k: int, stride: int, padding: int, shift: int = 0
+):
+    """The adjoint of :func:`unfold`: sum every patch entry back onto its input position,
+    then divide by ``2**shift`` (truncating); an ``(N, C, H, W)`` view of channels-last
+    memory. The caller has bounded every sum within int64 (:func:`fold_fits`)."""
+    ops = accelerated_ops()
+    if ops is not None:
+        out = ops.fold(cols, shape, k, stride, padding, shift)
+        if out is not None:
+            return out
     n, c, h, w = shape
     ho, wo = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
     # One transposing copy to (n, ky*kx, y, x, c) makes every kernel offset's block, and its
@@ -60,7 +74,28 @@ def fold(cols: np.ndarray, shape: tuple[int, ...], k: int, stride: int, padding:
             out[:, ky : ky + stride * ho : stride, kx : kx + stride * wo : stride] += patches[
                 :, ky * k + kx
             ]
-    return out[:, padding : padding + h, padding : padding + w].transpose(0, 3, 1, 2)
+    out = out[:, padding : padding + h, padding : padding + w].transpose(0, 3, 1, 2)
+    return trunc_div(out, 1 << shift) if shift else out
+
+
+def fold_fits(bound: int, k: int, stride: int) -> bool:
+    """Whether :func:`fold` of products bounded by ``bound`` fits int64: at most
+    ``ceil(k / stride)**2`` of them meet at an input position."""
+    per_axis = -(-k // stride)
+    return bound * per_axis * per_axis <= INT64_MAX
+
+
+def divide_fixed_point(z: np.ndarray, frac_bits: int) -> np.ndarray:
+    """``z / 2**frac_bits`` (truncating): in place where the engine's kernel takes ``z``."""
+    ops = accelerated_ops()
+    if ops is not None and ops.shift_div_(z, frac_bits) is not None:
+        return z
+    return trunc_div(z, 1 << frac_bits)
+
+
+def row_chunk() -> int:
+    """Unfolded rows per product: all of them under ``compiled`` (no float buffers)."""
+    return CHUNK_ROWS if accelerated_ops() is None else INT64_MAX
 
 
 @dataclass(frozen=True)
@@ -183,12 +218,18 @@ class Conv2D:
         return (self._cfg.out_channels, self.out_height, self.out_width)
 
     def _products(self, cols: np.ndarray, batch: int) -> np.ndarray:
-        z = np.empty((cols.shape[0], self._cfg.out_channels), dtype=np.int64)
-        for start in range(0, cols.shape[0], CHUNK_ROWS):
-            part = slice(start, start + CHUNK_ROWS)
-            z[part] = matmul(cols[part], self.W, self.b, where=self._where["forward cols @ W + b"])
+        # a layer without bias adds nothing: its zero b would only cost a pass
+        bias, where = (self.b if self._cfg.bias else None), self._where["forward cols @ W + b"]
+        chunk = row_chunk()
+        if cols.shape[0] <= chunk:
+            z = matmul(cols, self.W, bias, where=where)
+        else:
+            z = np.empty((cols.shape[0], self._cfg.out_channels), dtype=np.int64)
+            for start in range(0, cols.shape[0], chunk):
+                part = slice(start, start + chunk)
+                z[part] = matmul(cols[part], self.W, bias, where=where)
         if self._cfg.frac_bits:
-            z = trunc_div(z, 1 << self._cfg.frac_bits)
+            z = divide_fixed_point(z, self._cfg.frac_bits)
         return z.reshape(batch, self.out_height, self.out_width, -1).transpose(0, 3, 1, 2)
 
     def forward(self, a: np.ndarray) -> tuple[np.ndarray, ConvCache]:
@@ -215,17 +256,23 @@ class Conv2D:
         cache: ConvCache,
         params: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
-        """The error at the input: ``fold(delta @ W.T)``, exact in int64."""
+        """The error at the input: ``fold(delta @ W.T)``, exact in int64 (refused beyond)."""
         c = self._cfg
         W = self.W if params is None else params["W"]
         rows = self._rows(delta)
-        cols = np.empty((rows.shape[0], self.fan_in), dtype=np.int64)
-        for start in range(0, rows.shape[0], CHUNK_ROWS):
-            part = slice(start, start + CHUNK_ROWS)
-            cols[part] = exact_matmul(rows[part], W.T, self._where["backward delta @ W.T"])[0]
+        where, chunk = self._where["backward delta @ W.T"], row_chunk()
+        if rows.shape[0] <= chunk:
+            cols, bound = exact_matmul(rows, W.T, where)
+        else:
+            cols, bound = np.empty((rows.shape[0], self.fan_in), dtype=np.int64), 0
+            for start in range(0, rows.shape[0], chunk):
+                part = slice(start, start + chunk)
+                cols[part], part_bound = exact_matmul(rows[part], W.T, where)
+                bound = max(bound, part_bound)
+        if not fold_fits(bound, c.kernel, c.stride):
+            raise IntegerOverflowError(f"{where}: the folded error sums could overflow int64")
         shape = (cache.batch, c.in_channels, c.height, c.width)
-        error = fold(cols, shape, c.kernel, c.stride, c.padding)
-        return trunc_div(error, 1 << c.frac_bits) if c.frac_bits else error
+        return fold(cols, shape, c.kernel, c.stride, c.padding, c.frac_bits)
 
     def gradient(self, delta: np.ndarray, cache: ConvCache) -> list[Gradient]:
         """``cols.T @ delta`` and ``colsum(delta)``, summed over the batch and every output
@@ -233,12 +280,14 @@ class Conv2D:
         ``frac_bits`` the optimizer divides by ``lr_inv`` times the number of positions; a
         fixed-point layer's gradient is the plain sum, as backprop defines it."""
         rows = self._rows(delta)
-        grad_w = np.zeros(self.W.shape, dtype=np.int64)
-        for start in range(0, rows.shape[0], CHUNK_ROWS):
-            part = slice(start, start + CHUNK_ROWS)
-            grad_w += exact_matmul(
-                cache.cols[part].T, rows[part], self._where["update cols.T @ delta"]
-            )[0]
+        where, chunk = self._where["update cols.T @ delta"], row_chunk()
+        if rows.shape[0] <= chunk:
+            grad_w = exact_matmul(cache.cols.T, rows, where)[0]
+        else:
+            grad_w = np.zeros(self.W.shape, dtype=np.int64)
+            for start in range(0, rows.shape[0], chunk):
+                part = slice(start, start + chunk)
+                grad_w += exact_matmul(cache.cols[part].T, rows[part], where)[0]
         scale = 1 if self._cfg.frac_bits else self.out_height * self.out_width
         grads = [Gradient("W", grad_w, None, scale, int32=False)]
         if self._cfg.bias:

@@ -16,10 +16,11 @@ from typing import ClassVar
 import numpy as np
 
 from ...core.arith import clamp, extremes, signed_dtype_for, trunc_div, trunc_div_few
+from ...engines import accelerated_ops
 from ..activations import Activation as ActivationFunction
 from ..activations import Table, get_activation
 from .base import LayerConfig
-from .layout import flat_view
+from .layout import axis_order, flat_view
 from .shape_layers import Parameterless
 
 K_BIT = 8
@@ -167,6 +168,9 @@ class ActivationLayer(ShapePreserving):
 
     def delta(self, error: np.ndarray, cache: np.ndarray) -> np.ndarray:
         if self._lookup is not None:
+            fast = divide_in_layout(error, cache)
+            if fast is not None:
+                return fast
             return trunc_div_few(error, cache, self._lookup.g_values)
         return trunc_div(error, cache)
 
@@ -190,6 +194,11 @@ class TableLookup:
 
     def __call__(self, z: np.ndarray, with_g: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         flat, restore = flat_view(np.asarray(z))
+        ops = accelerated_ops()
+        if ops is not None:
+            done = ops.table(flat, 0, self.divisor, self.low, self.y, self.g if with_g else None)
+            if done is not None:
+                return restore(done[0]), None if done[1] is None else restore(done[1])
         if self.divisor == 1:
             x = flat.astype(np.int64, copy=False)
         else:
@@ -198,3 +207,15 @@ class TableLookup:
         index -= self.low
         y = restore(self.y.take(index))
         return y, restore(self.g.take(index)) if with_g else None
+
+
+def divide_in_layout(error: np.ndarray, g: np.ndarray) -> np.ndarray | None:
+    """``trunc_div(error, g)`` by the engine's kernel, laid out as ``error``, when both lie
+    in memory in the same order (an activation's error and its cached slopes); else None."""
+    ops = accelerated_ops()
+    if ops is None or error.shape != g.shape or axis_order(error) != axis_order(g):
+        return None
+    flat_e, restore = flat_view(error)
+    flat_g, _ = flat_view(g)
+    out = ops.divide(flat_e, flat_g)
+    return None if out is None else restore(out)

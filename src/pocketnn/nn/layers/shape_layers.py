@@ -15,6 +15,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from ...core.arith import trunc_div
+from ...engines import accelerated_ops
 from .base import Gradient, LayerConfig
 from .layout import empty_in_layout
 
@@ -131,6 +132,13 @@ class MaxPool2D(_Pool):
         return [a[:, :, ky : ho * k : k, kx : wo * k : k] for ky in range(k) for kx in range(k)]
 
     def forward(self, a: np.ndarray) -> tuple[np.ndarray, PoolCache]:
+        ops = accelerated_ops()
+        if ops is not None:
+            shape = (*a.shape[:2], *self.output_shape[1:])
+            y = empty_in_layout(a, shape, a.dtype)
+            done = ops.maxpool(a, self._cfg.size, y, empty_in_layout(a, shape, np.uint8))
+            if done is not None:
+                return done[0], PoolCache(done[1], a.shape[0])
         offsets = self._offsets(a)
         y = self._maximum(offsets)
         # the first maximum (deterministic on ties): the number of offsets before it,
@@ -155,6 +163,9 @@ class MaxPool2D(_Pool):
     def backward(self, delta, cache: PoolCache, params=None) -> np.ndarray:
         c, where = self._cfg, cache.where
         full = empty_in_layout(where, (*delta.shape[:2], c.height, c.width), delta.dtype)
+        ops = accelerated_ops()
+        if ops is not None and ops.maxpool_backward(delta, where, c.size, full) is not None:
+            return full
         ho, wo = delta.shape[2:]
         full[:, :, ho * c.size :] = 0  # a dropped border gets no error
         full[:, :, :, wo * c.size :] = 0
