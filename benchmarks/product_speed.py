@@ -5,8 +5,8 @@ Usage (from the repository root)::
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=src \\
         python benchmarks/product_speed.py --json product_speed.json
 
-The products are the convolution layers' of the ``cnn`` preset's network
-(``c16k3-p2-c32k3-p2-f64-10``, batch 32): forward ``cols @ W``, gradient
+The products are the convolution layers' of ``c16k3-p2-c32k3-p2-f64-10`` (the ``cnn``
+preset's network before it widened; batch 32): forward ``cols @ W``, gradient
 ``cols.T @ delta`` and backward ``delta @ W.T``, for conv1 in its chunks of 8192 unfolded
 rows and for conv2, at their dtypes and layouts (int8 columns, int16 weights, int64
 deltas, transposed views) and with magnitudes as measured in training (weights up to 850
