@@ -508,6 +508,21 @@ def _mnist_firmware(tmp_path, model_file, with_training, main_c):
     )
 
 
+def test_firmware_builds_from_relative_paths(tmp_path, monkeypatch, mnist_model_file):
+    """The compiler runs in the object folder; paths given relative to the caller's folder
+    must still name the caller's files."""
+    monkeypatch.chdir(tmp_path)
+    _, source = export_c(mnist_model_file, Path("fw"), "mnist", False)
+    elf = build_firmware(
+        [source.relative_to(tmp_path) if source.is_absolute() else source],
+        [HARNESS_DIR / "footprint_main.c", HARNESS_DIR / "runtime.c"],
+        Path("fw") / "footprint_main.elf",
+        [Path("fw")],
+        harness_defines("mnist", False),
+    )
+    assert elf.is_file() and "mnist_predict" in run_tool(["arm-none-eabi-nm", elf]).stdout.decode()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("with_training", [False, True])
 def test_cortex_m0_build_is_integer_only(tmp_path, mnist_model_file, with_training):

@@ -113,10 +113,11 @@ def build_firmware(
     errors); ``harness_sources`` (start-up code, drivers) may use GNU C. With ``stack_info``
     GCC also writes ``.ci`` call-graph files with each function's stack frame.
     """
-    out = Path(out)
+    # the compiler runs in the object folder: every path it is given must be absolute
+    out = Path(out).resolve()
     objdir = out.with_suffix(".obj")
     objdir.mkdir(parents=True, exist_ok=True)
-    includes = [f"-I{d}" for d in (*include_dirs, HARNESS_DIR)]
+    includes = [f"-I{Path(d).resolve()}" for d in (*include_dirs, HARNESS_DIR)]
     common = [
         *ARM_CPU_FLAGS,
         optimize,
@@ -129,7 +130,7 @@ def build_firmware(
         common += ["-fstack-usage", "-fcallgraph-info=su"]
     objects = []
     for sources, flags in ((model_sources, STRICT_FLAGS), (harness_sources, HARNESS_FLAGS)):
-        for src in map(Path, sources):
+        for src in (Path(source).resolve() for source in sources):
             obj = objdir / (src.stem + ".o")
             run_tool(["arm-none-eabi-gcc", *common, *flags, "-c", src, "-o", obj], cwd=objdir)
             objects.append(obj)
