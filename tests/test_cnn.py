@@ -171,28 +171,18 @@ def test_cli_trains_a_cnn_with_validation_and_resumes(tmp_path, capsys):
         "32",
         "--val",
         "59000",
+        "--augment",
+        "1",
         "--out",
         str(out),
         "--quiet",
     ]
     assert main([*common, "--epochs", "1"]) == 0
     assert "best validation accuracy" in capsys.readouterr().out
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "mnist",
-                "--out",
-                str(out),
-                "--resume",
-                "--epochs",
-                "2",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    resume = ["train", "--dataset", "mnist", "--out", str(out), "--resume", "--epochs", "2"]
+    assert main([*resume, "--augment", "1,flip"]) == 2  # the saved run shifts, never flips
+    assert "--augment 1,flip (saved:" in capsys.readouterr().err
+    assert main([*resume, "--augment", "1", "--quiet"]) == 0  # the same flag as the run's
     state = pocketnn.load_checkpoint(out)[1]
     assert state["epoch"] == 2 and state["val"] == 59000 and state["arch"] == "c4k3-p2-10"
     assert main(["info", str(out)]) == 0

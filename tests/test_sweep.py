@@ -163,6 +163,42 @@ def test_local_sweep_table_and_resume_after_kill(tmp_path):
         assert record["parameters_sha256"] == after[name]["parameters_sha256"]
 
 
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+    """A run a kill left half done continues from its saved epoch, to the same bits as a run
+    never interrupted; a spec changed since is refused, and the checkpoint is kept."""
+    spec_path = write_spec(tmp_path, SPEC.format(epochs=4, extra=""))
+    spec = load_spec(spec_path)
+    fresh = tmp_path / "fresh"
+    assert run_sweep(spec, fresh, workers=1, echo=lambda line: None) == 0
+    out = tmp_path / "interrupted"
+    (out / "runs").mkdir(parents=True)
+    half = spec.runs[0]
+    model = out / "runs" / f"{half.name}.npz"
+    main([*half.argv(model), "--epochs", "2", "--quiet"])  # as a kill after epoch 2 leaves it
+    assert run_sweep(spec, out, workers=1, echo=lambda line: None) == 0
+    for name, record in records(fresh).items():
+        assert records(out)[name]["epochs"] == record["epochs"]
+        assert records(out)[name]["parameters_sha256"] == record["parameters_sha256"]
+    log = (out / "runs" / f"{half.name}.log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3, 4]
+
+    changed = tmp_path / "changed"
+    (changed / "runs").mkdir(parents=True)
+    model = changed / "runs" / f"{half.name}.npz"
+    main([*half.argv(model), "--epochs", "2", "--quiet"])
+    saved = model.read_bytes()
+    lines = []
+    edited = write_spec(
+        tmp_path, SPEC.format(epochs=4, extra="").replace("batch-size = 10", "batch-size = 20")
+    )
+    assert run_sweep(load_spec(edited), changed, workers=1, echo=lines.append) == 1
+    assert any(
+        f"failed {half.name}: CLIError: --resume" in line and "--batch-size 20" in line
+        for line in lines
+    )
+    assert model.read_bytes() == saved
+
+
 def test_early_stopping_needs_ray(tmp_path):
     spec = load_spec(write_spec(tmp_path, SPEC.format(epochs=2, extra="[early_stopping]")))
     with pytest.raises(SpecError, match="--ray ADDRESS"):

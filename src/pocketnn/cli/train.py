@@ -54,6 +54,15 @@ DEFAULT_HIDDEN = "100-50"
 """Hidden widths of a network for ``--data`` without ``--arch`` (the paper MNIST net's)."""
 
 
+def _same(key: str, given: object, saved: object) -> bool:
+    """Whether a flag given to ``--resume`` says what the checkpoint saved (``--augment 2``
+    is saved as the augmentation's settings)."""
+    if key == "augment":
+        parsed = parse_augment(given)
+        return isinstance(saved, dict) and (saved.get("shift"), saved.get("flip")) == parsed
+    return given == saved
+
+
 def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
     """The trainer saved in ``out``, refusing flags that would change the run."""
     if not out.exists():
@@ -69,7 +78,7 @@ def _resume(args: argparse.Namespace, out: Path) -> tuple[Trainer, int, str]:
     changed = [
         f"--{key.replace('_', '-')} {getattr(args, key)} (saved: {state.get(key)})"
         for key in RESUME_FIXED
-        if getattr(args, key) is not None and getattr(args, key) != state.get(key)
+        if getattr(args, key) is not None and not _same(key, getattr(args, key), state.get(key))
     ]
     saved_arch = state.get("arch") or "-".join(map(str, model.dims))
     if args.arch is not None and args.arch != saved_arch:

@@ -17,10 +17,13 @@ def train_run(
 ) -> None:
     """Train ``run`` into ``model_path`` (and its log beside it), exactly as the command
     line ``run.argv(model_path)`` would; ``epoch_hook`` sees each epoch's figures after the
-    model is saved. Raises what the command would report."""
+    model is saved. A checkpoint already in ``model_path`` (a run a kill interrupted) is
+    resumed, not started again; ``train --resume`` refuses it if the spec has changed since.
+    Raises what the command would report."""
     from ..cli.parser import build_parser
 
-    args = build_parser().parse_args([*run.argv(model_path), "--quiet"])
+    resume = model_path.exists()
+    args = build_parser().parse_args([*run.argv(model_path, resume), "--quiet"])
     args.epoch_hook = epoch_hook
     with configure(engine=args.engine, overflow=args.overflow):
         with contextlib.redirect_stdout(io.StringIO()):  # the sweep prints its own lines

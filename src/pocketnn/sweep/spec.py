@@ -70,14 +70,24 @@ class Run:
     setting: dict[str, Any]
     seed: int
 
-    def argv(self, out: Path) -> list[str]:
-        """The ``pocketnn`` command line of this run, writing its model to ``out``."""
+    def argv(self, out: Path, resume: bool = False) -> list[str]:
+        """The ``pocketnn`` command line of this run, writing its model to ``out``: a new run
+        (``--force``), or with ``resume`` the continuation of the checkpoint in ``out``."""
         front, back = [], []
         for key, value in self.setting.items():
             flag = f"--{key.replace('_', '-')}"
             target = front if key in GLOBAL_FLAGS else back
             target += [flag, str(value)]
-        return [*front, "train", *back, "--seed", str(self.seed), "--out", str(out), "--force"]
+        return [
+            *front,
+            "train",
+            *back,
+            "--seed",
+            str(self.seed),
+            "--out",
+            str(out),
+            "--resume" if resume else "--force",
+        ]
 
 
 @dataclass
