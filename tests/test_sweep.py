@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from pocketnn.cli import main
+from pocketnn.cli.presets import PRESETS
 from pocketnn.sweep import SpecError, load_spec, run_sweep
-from pocketnn.sweep.results import RESULTS
+from pocketnn.sweep.results import RESULTS, read_results
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks" / "sweeps"
 
@@ -197,6 +198,22 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
         for line in lines
     )
     assert model.read_bytes() == saved
+
+
+def test_a_preset_changed_since_a_run_was_recorded_is_refused(tmp_path, monkeypatch):
+    """A record keeps every setting the run trained with, its preset's included: after the
+    preset changes, the old results no longer pass for what the spec now runs."""
+    spec = load_spec(write_spec(tmp_path, SPEC.format(epochs=1, extra="")))
+    out = tmp_path / "out"
+    assert run_sweep(spec, out, workers=1, echo=lambda line: None) == 0
+    record = next(iter(records(out).values()))
+    assert record["resolved"]["target_value"] == 15 and record["resolved"]["epochs"] == 1
+    assert len(read_results(out, spec.runs)) == 4
+    monkeypatch.setitem(PRESETS["paper"]["mnist"], "target_value", 31)
+    with pytest.raises(
+        SpecError, match=r"other settings than its preset gives now \(target_value 15 -> 31\)"
+    ):
+        read_results(out, spec.runs)
 
 
 def test_early_stopping_needs_ray(tmp_path):

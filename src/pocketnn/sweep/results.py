@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..cli.logs import read_log
+from ..cli.parser import build_parser
+from ..cli.presets import settings
 from ..cli.runlog import append_log, log_path_for
 from ..io.model_file import load_model_file
 from .spec import Run, SpecError
@@ -36,6 +38,13 @@ def parameters_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def resolved_settings(run: Run) -> dict:
+    """Every hyperparameter the run trains with: its preset's, then the spec's flags. A
+    record keeps them, so that a preset changed since cannot pass for the recorded run."""
+    args = build_parser().parse_args(run.argv(Path("model.npz")))
+    return json.loads(json.dumps(settings(args)))  # the form a record reads back
+
+
 def run_record(run: Run, model: Path, backend: str, stopped_early: bool = False) -> dict:
     """The result of a finished run from its model file and log."""
     log = read_log(log_path_for(model))
@@ -43,6 +52,7 @@ def run_record(run: Run, model: Path, backend: str, stopped_early: bool = False)
         "name": run.name,
         "label": run.label,
         "setting": run.setting,
+        "resolved": resolved_settings(run),
         "seed": run.seed,
         "epochs": [{k: v for k, v in r.items() if k not in TIMING} for r in log],
         "seconds": sum(r.get("seconds", 0) for r in log),
@@ -74,6 +84,18 @@ def read_results(out: Path, runs: list[Run]) -> dict[str, dict]:
                 f"{path}: run {name} was recorded with other settings; the spec changed "
                 "since, so give the sweep another --out folder"
             )
+        if run is not None and "resolved" in record:  # older records hold the flags only
+            now = resolved_settings(run)
+            changed = [
+                f"{key} {record['resolved'].get(key)!r} -> {now.get(key)!r}"
+                for key in sorted(set(now) | set(record["resolved"]))
+                if now.get(key) != record["resolved"].get(key)
+            ]
+            if changed:
+                raise SpecError(
+                    f"{path}: run {name} was recorded with other settings than its preset "
+                    f"gives now ({', '.join(changed)}); give the sweep another --out folder"
+                )
         records[name] = record
     return records
 
