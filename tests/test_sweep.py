@@ -156,6 +156,11 @@ def test_local_sweep_table_and_resume_after_kill(tmp_path):
         100 * after[f"lr_inv=500+seed={s}"]["epochs"][-1]["test_correct"] / 100 for s in (1, 2)
     ]
     assert f"| lr_inv=500 | 2 | 40 | {np.mean(accuracy):.2f} ± " in table
+    # and the wall time per run, from the seconds the logs recorded for each epoch
+    seconds = sorted(round(after[f"lr_inv=500+seed={s}"]["seconds"]) for s in (1, 2))
+    span = f"{seconds[0]:,}" if seconds[0] == seconds[1] else f"{seconds[0]:,}–{seconds[1]:,}"
+    row = next(line for line in table.splitlines() if line.startswith("| lr_inv=500 |"))
+    assert row.endswith(f" {span} |"), row
     # a fresh, uninterrupted sweep gives the very same results
     fresh = tmp_path / "fresh"
     assert run_sweep(load_spec(spec_path), fresh, workers=2, echo=lambda line: None) == 0

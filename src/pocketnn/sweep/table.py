@@ -71,15 +71,22 @@ def setting_table(label: str, records: list[dict], report_epochs: Sequence[int])
     return "\n".join(rows)
 
 
+def run_seconds(records: list[dict]) -> str:
+    """The wall time of a run's epochs, min–max over its seeds, in whole seconds."""
+    seconds = sorted(round(r["seconds"]) for r in records)
+    return f"{seconds[0]:,}" if seconds[0] == seconds[-1] else f"{seconds[0]:,}–{seconds[-1]:,}"
+
+
 def summary_table(groups: dict[str, list[dict]]) -> str:
-    """One row per setting: the test accuracy after the last epoch, and on validation."""
+    """One row per setting: the test accuracy after the last epoch, on validation, and the
+    wall time per run."""
     validated = any(e.get("val_total") for rs in groups.values() for r in rs for e in r["epochs"])
     head = "| setting | seeds | epochs | test % after the last epoch |"
     rule = "|---|---:|---:|---|"
     if validated:
         head += " test % at the best validation epoch | best validation % |"
         rule += "---|---|"
-    rows = [head, rule]
+    rows = [head + " time per run, s |", rule + "---:|"]
     for label, records in groups.items():
         last = [r["epochs"][-1] for r in records]
         epochs = sorted({len(r["epochs"]) for r in records})
@@ -92,7 +99,7 @@ def summary_table(groups: dict[str, list[dict]]) -> str:
                 row += f" {cell([percent(c, 'val') for c in chosen])} |"
             else:
                 row += " - | - |"
-        rows.append(row)
+        rows.append(f"{row} {run_seconds(records)} |")
     return "\n".join(rows)
 
 
