@@ -180,6 +180,7 @@ def test_max_pooling_both_ways_is_the_reference(case):
     layer = MaxPool2D(a.shape[1], a.shape[2], a.shape[3], size)
     (y_fast, cache_fast), (y_slow, cache_slow) = both(lambda: layer.forward(a))
     assert same(y_fast, y_slow) and same(cache_fast.where, cache_slow.where)
+    assert all(same(y, y_slow) for y in both(lambda: layer.infer(a)))
     fast, slow = both(lambda: layer.backward(delta, cache_fast))
     assert same(fast, slow)
 

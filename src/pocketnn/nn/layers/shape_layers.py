@@ -158,6 +158,8 @@ class MaxPool2D(_Pool):
         return y
 
     def infer(self, a: np.ndarray) -> np.ndarray:
+        if accelerated_ops() is not None:  # one C pass beats the offsets' numpy passes
+            return self.forward(a)[0]
         return self._maximum(self._offsets(a))
 
     def backward(self, delta, cache: PoolCache, params=None) -> np.ndarray:
