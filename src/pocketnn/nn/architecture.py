@@ -192,7 +192,7 @@ def build(
     return Sequential(layers)
 
 
-def calibrate(model: Sequential, x, target: int = 24) -> None:
+def calibrate(model: Sequential, x: np.ndarray, target: int = 24) -> None:
     """Set every :class:`Scale` layer's divisor from a sample batch ``x``, in order, so the
     mean magnitude of its output is about ``target``: ``divisor = max(1, mean|z| // target)``
     (integers only). Weights are then free to be large (fine update steps) whatever their

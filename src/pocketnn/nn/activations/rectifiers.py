@@ -8,7 +8,7 @@ from ...core.arith import INT32_MAX, trunc_div
 from .base import Activation, tabulate
 
 
-def flat_outside(inside: np.ndarray, g_inside) -> np.ndarray:
+def flat_outside(inside: np.ndarray, g_inside: int | np.ndarray) -> np.ndarray:
     """``g_inside`` where the piece has a slope, INT32_MAX (no gradient) elsewhere."""
     return np.where(inside, g_inside, INT32_MAX).astype(np.int64)
 

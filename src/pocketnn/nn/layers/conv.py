@@ -52,7 +52,7 @@ def unfold(a: np.ndarray, k: int, stride: int, padding: int) -> np.ndarray:
 
 def fold(
     cols: np.ndarray, shape: tuple[int, ...], k: int, stride: int, padding: int, shift: int = 0
-):
+) -> np.ndarray:
     """The adjoint of :func:`unfold`: sum every patch entry back onto its input position,
     then divide by ``2**shift`` (truncating); an ``(N, C, H, W)`` view of channels-last
     memory. The caller has bounded every sum within int64 (:func:`fold_fits`)."""

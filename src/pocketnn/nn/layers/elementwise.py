@@ -10,8 +10,9 @@ depends on the batch's values only: deterministic, and exact where no shift is n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -105,7 +106,9 @@ class Scale(ShapePreserving):
         layer decides where the slope is flat)."""
         return shrink_error(error, self._cfg.error_bits)
 
-    def backward(self, delta, cache, params=None) -> np.ndarray:
+    def backward(
+        self, delta: np.ndarray, cache: Any, params: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         return delta
 
 
@@ -174,7 +177,9 @@ class ActivationLayer(ShapePreserving):
             return trunc_div_few(error, cache, self._lookup.g_values)
         return trunc_div(error, cache)
 
-    def backward(self, delta, cache, params=None) -> np.ndarray:
+    def backward(
+        self, delta: np.ndarray, cache: Any, params: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         return delta
 
 

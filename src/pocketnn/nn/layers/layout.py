@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 def axis_order(a: np.ndarray) -> list[int]:
@@ -33,7 +34,7 @@ def flat_view(a: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndar
     return permuted.reshape(-1), lambda r: r.reshape(shape).transpose(back)
 
 
-def empty_in_layout(template: np.ndarray, shape: tuple[int, ...], dtype) -> np.ndarray:
+def empty_in_layout(template: np.ndarray, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     """An uninitialised array of ``shape`` whose axes lie in memory in ``template``'s order
     (same number of axes)."""
     order = axis_order(template)

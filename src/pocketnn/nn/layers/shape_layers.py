@@ -162,7 +162,9 @@ class MaxPool2D(_Pool):
             return self.forward(a)[0]
         return self._maximum(self._offsets(a))
 
-    def backward(self, delta, cache: PoolCache, params=None) -> np.ndarray:
+    def backward(
+        self, delta: np.ndarray, cache: PoolCache, params: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         c, where = self._cfg, cache.where
         full = empty_in_layout(where, (*delta.shape[:2], c.height, c.width), delta.dtype)
         ops = accelerated_ops()
@@ -186,7 +188,9 @@ class AvgPool2D(_Pool):
         total = self._windows(a).sum(axis=-1, dtype=np.int64)
         return trunc_div(total, self._cfg.size**2), PoolCache(None, a.shape[0])
 
-    def backward(self, delta, cache: PoolCache, params=None) -> np.ndarray:
+    def backward(
+        self, delta: np.ndarray, cache: PoolCache, params: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         share = trunc_div(delta, self._cfg.size**2)
         return self._unwindow(np.repeat(share[..., None], self._cfg.size**2, axis=-1))
 
@@ -215,5 +219,7 @@ class Flatten(ImageInput):
     def forward(self, a: np.ndarray) -> tuple[np.ndarray, int]:
         return a.reshape(a.shape[0], -1), a.shape[0]
 
-    def backward(self, delta, cache: int, params=None) -> np.ndarray:
+    def backward(
+        self, delta: np.ndarray, cache: int, params: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         return delta.reshape(cache, *self.input_shape)

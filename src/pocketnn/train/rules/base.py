@@ -66,7 +66,7 @@ class LearningRule(ABC):
         return {}
 
     @classmethod
-    def restore(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]):
+    def restore(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> LearningRule:
         """The rule as :meth:`settings` and :meth:`arrays` saved it."""
         return cls()
 

@@ -65,7 +65,7 @@ class LocalLosses(LearningRule):
         return {"head_inputs": self.head_inputs}
 
     @classmethod
-    def restore(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]):
+    def restore(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> LocalLosses:
         rule = cls(int(settings.get("head_inputs", 1024)))
         rule._saved = dict(arrays)
         return rule
