@@ -199,7 +199,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     )
     assert run_sweep(load_spec(edited), changed, workers=1, echo=lines.append) == 1
     assert any(
-        f"failed {half.name}: CLIError: --resume" in line and "--batch-size 20" in line
+        f"failed {half.name}: CLIError: --resume" in line
+        and "--batch-size 20" in line
+        and line.endswith("delete it to run it again from epoch 1")
         for line in lines
     )
     assert model.read_bytes() == saved

@@ -7,6 +7,7 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+from ..cli.errors import CLIError
 from ..core.context import configure
 from ..train.trainer import EpochResult
 from .spec import Run
@@ -27,7 +28,12 @@ def train_run(
     args.epoch_hook = epoch_hook
     with configure(engine=args.engine, overflow=args.overflow):
         with contextlib.redirect_stdout(io.StringIO()):  # the sweep prints its own lines
-            args.func(args)
+            try:
+                args.func(args)
+            except CLIError as exc:
+                if not (resume and str(exc).startswith("--resume")):
+                    raise
+                raise CLIError(f"{exc}; delete it to run it again from epoch 1") from None
 
 
 def local_worker(run: Run, model_path: str) -> str | None:
