@@ -26,7 +26,7 @@ from pocketnn.sweep.results import read_results
 from pocketnn.sweep.table import report
 
 SWEEPS = Path(__file__).resolve().parent / "sweeps"
-SPECS = {"mnist": SWEEPS / "cnn-mnist-20.toml", "fashion-mnist": SWEEPS / "cnn-fashion.toml"}
+SPECS = {"mnist": SWEEPS / "cnn-mnist-20.toml", "fashion-mnist": SWEEPS / "cnn-fashion-40.toml"}
 """The runs of ``--preset cnn`` on each dataset, three seeds."""
 NITRO_D = {"mnist": "99.45", "fashion-mnist": "93.66"}
 """NITRO-D's accuracy (%), recorded in its paper: VGG8B, best of 150 epochs on the test set."""
